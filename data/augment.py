@@ -1,0 +1,60 @@
+"""Random augmentation of a batch of images on its own device: flip, rotation, brightness, contrast.
+
+[P6] augmentation as in the video's training loop: "we load in a batch of images, apply some
+augmentation to it like random rotations, flipping, adjusting the brightness and contrast".
+
+Every sample gets its own parameters, drawn with torch in a fixed order (flip, angle, brightness,
+contrast; one torch.rand(B) each, always all four) on the generator's device, or with the global
+CPU generator when none is given, so that restoring torch's RNG state resumes training exactly.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def augment(
+    x: torch.Tensor,                           # (B, 3, H, W) images in [-1, 1]
+    generator: torch.Generator | None = None,  # None: torch's global (CPU) generator
+    flip: float = 0.5,                         # probability of a horizontal flip
+    max_rotation_deg: float = 10.0,            # angle ~ U(-max, max) degrees; + counter-clockwise
+    brightness: float = 0.1,                   # add b ~ U(-brightness, brightness), [0, 1] units
+    contrast: float = 0.1,                     # (x - mean) * c, c ~ U(1 - contrast, 1 + contrast)
+) -> torch.Tensor:
+    """Augment each image of a batch with its own random parameters; all strengths 0: identity."""
+    # [P6] augmentation as in the video's training loop
+    B, _, H, W = x.shape
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+
+    def uniform(low: float, high: float) -> torch.Tensor:  # (B,) float32 on x's device
+        u = torch.rand(B, generator=generator, device=draw_device)
+        return (low + (high - low) * u).to(x.device)
+
+    flip_mask = uniform(0.0, 1.0) < flip  # (B,) bool
+    angle = uniform(-max_rotation_deg, max_rotation_deg) * (math.pi / 180)  # (B,) radians
+    shift = (uniform(-brightness, brightness) * 2).to(x.dtype)  # (B,) twice b: [-1, 1] units
+    scale = uniform(1 - contrast, 1 + contrast).to(x.dtype)  # (B,)
+
+    if flip > 0:
+        x = torch.where(flip_mask[:, None, None, None], x.flip(3), x)
+    if max_rotation_deg > 0:
+        # affine_grid maps output to input coordinates, normalised to [-1, 1] on each axis; rotating
+        # by angle in pixels means scaling the off-diagonal terms by the aspect ratio.
+        cos, sin = torch.cos(angle), torch.sin(angle)  # (B,)
+        zero = torch.zeros_like(angle)
+        theta = torch.stack(
+            [
+                torch.stack([cos, -sin * H / W, zero], dim=1),
+                torch.stack([sin * W / H, cos, zero], dim=1),
+            ],
+            dim=1,
+        ).to(x.dtype)  # (B, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if brightness > 0:
+        x = x + shift[:, None, None, None]
+    if contrast > 0:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+        x = (x - mean) * scale[:, None, None, None] + mean
+    return x.clamp(-1.0, 1.0)

@@ -1,0 +1,72 @@
+"""Samplers: plain functions over (model, scheduler, x_T) that return tensors.
+
+`model_fn(x_t, t_batch) -> model_output` is any callable, e.g. `lambda x, t: unet(x, t)`, so that
+classifier-free guidance can wrap the model without the sampler knowing.
+"""
+
+import torch
+from tqdm import tqdm
+
+from .ddim import DDIMScheduler
+from .ddpm import DDPMScheduler
+
+
+@torch.no_grad()
+def sample(model_fn, scheduler: DDPMScheduler, x_T: torch.Tensor, num_steps: int | None = None,
+           eta: float = 0.0, generator: torch.Generator | None = None,
+           x_init: torch.Tensor | None = None, strength: float = 1.0,
+           trajectory_steps=None, progress: bool = True):
+    """[P7] Start from Gaussian noise x_T and denoise step by step down to x_0.
+
+    model_fn:         (x_t (B, C, H, W), t (B,) long) -> the network's output (eps or v)
+    scheduler:        DDPMScheduler (all T steps, DDPM Algorithm 2) or DDIMScheduler (DDIM eq. 12)
+    x_T:              (B, C, H, W) standard normal noise, the starting point
+    num_steps:        DDIM only: calls scheduler.set_timesteps(num_steps) (the scheduler keeps it)
+    eta:              DDIM only: 0 deterministic, 1 DDPM-like noise (DDIM eq. 16)
+    generator:        draws the noise of the stochastic steps; same x_T and seed: same images
+    x_init, strength: [P8] re-run the reverse process from part-way: x_init (B, C, H, W) is noised
+                      to step round(strength * T) with x_T as the noise, and only the remaining
+                      steps are taken. strength 0 returns x_init; strength 1 is a fresh sample
+                      from x_T (x_init ignored); in between: variations that keep more of x_init
+                      the smaller strength is.
+    trajectory_steps: timesteps t at which to record (t, x_t, x0_pred), e.g. for a figure
+    Returns x_0 (B, C, H, W), or (x_0, trajectory) when trajectory_steps is given.
+    """
+    # 1. the timesteps to visit: all T for DDPM, num_steps of them for DDIM
+    if isinstance(scheduler, DDIMScheduler):
+        if num_steps is not None:
+            scheduler.set_timesteps(num_steps)
+        step_options = {"eta": eta}
+    else:
+        if num_steps not in (None, scheduler.num_train_timesteps) or eta != 0.0:
+            raise ValueError("DDPMScheduler takes all T steps with sigma_t^2 = beta~_t; "
+                             "use DDIMScheduler for num_steps or eta")
+        step_options = {}
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    if x_init is None and strength != 1.0:
+        raise ValueError("strength < 1 needs x_init, the image to start from")
+
+    # 2. [P8] start part-way: keep the steps below round(strength * T), re-noise x_init to the first
+    t_start = round(strength * scheduler.num_train_timesteps)
+    timesteps = [t for t in scheduler.timesteps.tolist() if t < t_start]
+    if x_init is None or strength == 1.0:
+        x = x_T                                                          # a fresh sample
+    elif timesteps:
+        x = scheduler.add_noise(x_init, x_T, timesteps[0])               # q(x_t | x_0 = x_init)
+    else:
+        x = x_init                                                       # strength 0: nothing to undo
+    record = {int(t) for t in trajectory_steps} if trajectory_steps is not None else set()
+    if record - set(timesteps):
+        raise ValueError(f"trajectory_steps {sorted(record - set(timesteps))} are not among the "
+                         f"{len(timesteps)} timesteps of this run")
+
+    # 3. the loop: predict, step, repeat
+    trajectory = []
+    for t in tqdm(timesteps, desc="sampling", disable=not progress):
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)  # (B,)
+        output = scheduler.step(model_fn(x, t_batch), t, x, generator=generator, **step_options)
+        if t in record:
+            trajectory.append((t, x, output.pred_original_sample))
+        x = output.prev_sample
+    return (x, trajectory) if trajectory_steps is not None else x

@@ -1,0 +1,86 @@
+"""Attention over token sequences, and the spatial wrapper the UNet uses on its feature maps.
+
+`Attention` is multi-head scaled dot-product attention (Vaswani et al. 2017, eq. 1)
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d)) V
+
+with separate linear projections for the queries, keys and values (as in CompVis latent-diffusion
+`ldm/modules/attention.py`). Queries always come from the sequence x; keys and values come from x
+itself (self-attention) or from a second sequence, the context. With a context of text hidden
+states this is the cross-attention of point 16: the image tokens ask, the text tokens answer, and
+the output keeps the image's shape. An optional key padding mask removes padding tokens of the
+context from the softmax.
+
+`SpatialSelfAttention` lets the image features attend to each other: (B, C, H, W) feature map ->
+H*W tokens of width C -> self-attention -> back to (B, C, H, W), added to the input. [P5]
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head attention over tokens: x (B, L, D) attends to context (B, L_ctx, D_ctx) or to itself."""
+
+    def __init__(self,
+        query_dim: int,                     # D, width of the tokens x (and of the output)
+        context_dim: int | None = None,     # D_ctx, width of the context tokens; None = self-attention (D_ctx = D)
+        num_heads: int = 4,                 # heads; each sees d = D / num_heads channels, so it must divide D
+    ):
+        super().__init__()
+        if query_dim % num_heads != 0:
+            raise ValueError(f"num_heads={num_heads} must divide the attention width {query_dim}")
+        context_dim = query_dim if context_dim is None else context_dim
+        self.num_heads = num_heads
+        self.head_dim = query_dim // num_heads
+        self.to_q = nn.Linear(query_dim, query_dim, bias=False)
+        self.to_k = nn.Linear(context_dim, query_dim, bias=False)
+        self.to_v = nn.Linear(context_dim, query_dim, bias=False)
+        self.to_out = nn.Linear(query_dim, query_dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, D); context (B, L_ctx, D_ctx) or None for x itself;
+        mask (B, L_ctx) bool, True = keep this key, False = padding that gets no weight.
+        Every query needs at least one kept key (a row with none gives NaN)."""
+        context = x if context is None else context
+        B, L, D = x.shape
+        L_ctx = context.shape[1]
+        heads, d = self.num_heads, self.head_dim
+        # project, then split the width into heads
+        q = self.to_q(x).reshape(B, L, heads, d).transpose(1, 2)                # (B, heads, L, d)
+        k = self.to_k(context).reshape(B, L_ctx, heads, d).transpose(1, 2)      # (B, heads, L_ctx, d)
+        v = self.to_v(context).reshape(B, L_ctx, heads, d).transpose(1, 2)      # (B, heads, L_ctx, d)
+        if mask is not None:
+            if mask.dtype != torch.bool or mask.shape != (B, L_ctx):
+                raise ValueError(f"mask must be a bool tensor of shape {(B, L_ctx)} (True = keep), "
+                                 f"got {mask.dtype} {tuple(mask.shape)}")
+            # SDPA's bool mask: True = may attend. Broadcast over heads and queries.
+            mask = mask[:, None, None, :]                                       # (B, 1, 1, L_ctx)
+        # softmax(q k^T / sqrt(d)) v, by PyTorch's fused kernel
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)           # (B, heads, L, d)
+        out = out.transpose(1, 2).reshape(B, L, D)                              # (B, L, D) heads side by side
+        return self.to_out(out)                                                 # (B, L, D)
+
+
+class SpatialSelfAttention(nn.Module):
+    """Self-attention between the H*W positions of a feature map, with a residual connection."""
+
+    def __init__(self,
+        channels: int,                      # C, channels of the feature map (= token width)
+        num_heads: int = 4,                 # attention heads; must divide channels
+        num_groups: int = 32,               # GroupNorm groups; must divide channels
+    ):
+        super().__init__()
+        self.norm = nn.GroupNorm(num_groups, channels)
+        self.attention = Attention(channels, num_heads=num_heads)
+        # Output projection starts at zero: the block begins as the identity, x + 0.
+        nn.init.zeros_(self.attention.to_out.weight)
+        nn.init.zeros_(self.attention.to_out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)          # (B, H*W, C) one token per position
+        tokens = self.attention(tokens)                           # (B, H*W, C)
+        return x + tokens.transpose(1, 2).reshape(B, C, H, W)     # (B, C, H, W) residual

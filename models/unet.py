@@ -1,0 +1,196 @@
+"""The UNet that predicts the noise eps_theta(x_t, t), for pixel and latent diffusion alike. [P5]
+
+Architecture of DDPM (Ho et al. 2020, appendix B) as refined in ADM (Dhariwal & Nichol 2021):
+
+    x (B, C_in, H, W) -> conv_in
+      down path   per level: num_res_blocks x ResBlock [+ self-attention], then a 2x downsample
+                  (not after the last level); every output is kept as a skip connection
+      middle      ResBlock, self-attention, ResBlock at the lowest resolution
+      up path     per level: num_res_blocks + 1 x ResBlock on [features, skip] concatenated
+                  [+ self-attention], then a 2x upsample (not at the top level)
+    -> GroupNorm, SiLU, conv_out -> eps_pred (B, C_out, H, W)
+
+The timestep t enters through a sinusoidal embedding and an MLP; every ResBlock adds it to its
+features. Levels are counted from 0 = full input resolution; level i works at H / 2^i, so
+attention_levels=(1, 2) puts self-attention at 16x16 and 8x8 for a 32x32 input, pixels or latents.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.attention import SpatialSelfAttention
+from models.embeddings import TimestepEmbedding
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-Conv, + time embedding, GroupNorm-SiLU-Dropout-Conv, + skip.  # [P5]"""
+
+    def __init__(self, in_channels: int, out_channels: int, time_dim: int, dropout: float = 0.0,
+                 num_groups: int = 32):
+        super().__init__()
+        self.in_layers = nn.Sequential(
+            nn.GroupNorm(num_groups, in_channels), nn.SiLU(),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, out_channels))
+        self.out_layers = nn.Sequential(
+            nn.GroupNorm(num_groups, out_channels), nn.SiLU(), nn.Dropout(dropout),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        # Last conv starts at zero: the block begins as its skip path (ADM's zero_module).
+        nn.init.zeros_(self.out_layers[-1].weight)
+        nn.init.zeros_(self.out_layers[-1].bias)
+        # 1x1 conv on the skip path when the channel count changes
+        self.skip = (nn.Identity() if in_channels == out_channels
+                     else nn.Conv2d(in_channels, out_channels, 1))
+
+    def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
+        h = self.in_layers(x)                                     # (B, C_out, H, W)
+        # [P5] the time embedding is added inside the block, the same value at every pixel
+        h = h + self.time_projection(time_emb)[:, :, None, None]  # (B, C_out, 1, 1) broadcast over H, W
+        h = self.out_layers(h)                                    # (B, C_out, H, W)
+        return self.skip(x) + h
+
+
+class UNetBlock(nn.Module):
+    """One step of a level: a ResBlock, then self-attention where the level asks for it."""
+
+    def __init__(self, in_channels: int, out_channels: int, time_dim: int, dropout: float,
+                 num_groups: int, attention: bool, num_heads: int):
+        super().__init__()
+        self.res = ResBlock(in_channels, out_channels, time_dim, dropout, num_groups)
+        self.attention = (SpatialSelfAttention(out_channels, num_heads, num_groups) if attention
+                          else nn.Identity())
+
+    def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
+        return self.attention(self.res(x, time_emb))
+
+
+class Downsample(nn.Module):
+    """Halve H and W with a strided 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)                                       # (B, C, H/2, W/2)
+
+
+class Upsample(nn.Module):
+    """Double H and W: nearest-neighbour x2, then a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, C, 2H, 2W)
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t): noisy images or latents (B, C, H, W) and timesteps (B,) -> (B, C_out, H, W).  # [P5]"""
+
+    def __init__(self,
+        in_channels: int = 3,               # C of the input: 3 for RGB pixels, the latent channels for latents
+        out_channels: int | None = None,    # C of the output; None = in_channels (the predicted noise)
+        base_channels: int = 64,            # channels of level 0; level i has base_channels * channel_mult[i]
+        channel_mult: tuple = (1, 2, 2, 2), # one multiplier per level; H and W must divide by 2^(levels-1)
+        num_res_blocks: int = 2,            # ResBlocks per level on the down path (num_res_blocks + 1 going up)
+        attention_levels: tuple = (1,),     # level indices with self-attention (0 = full resolution)
+        dropout: float = 0.0,               # dropout inside the ResBlocks (DDPM: 0.1 on CIFAR-10)
+        num_heads: int = 4,                 # attention heads; must divide the channels of attended levels
+        num_groups: int = 32,               # GroupNorm groups; must divide base_channels * every multiplier
+    ):
+        super().__init__()
+        out_channels = in_channels if out_channels is None else out_channels
+        num_levels = len(channel_mult)
+        level_channels = [base_channels * mult for mult in channel_mult]
+        for channels in [base_channels] + level_channels:
+            if channels % num_groups != 0:
+                raise ValueError(f"num_groups={num_groups} must divide every channel count of the UNet "
+                                 f"(base_channels {base_channels} x channel_mult {tuple(channel_mult)}); "
+                                 f"{channels} is not divisible")
+        for level in attention_levels:
+            if not 0 <= level < num_levels:
+                raise ValueError(f"attention level {level} does not exist: levels run from 0 to {num_levels - 1}")
+            if level_channels[level] % num_heads != 0:
+                raise ValueError(f"num_heads={num_heads} must divide the {level_channels[level]} "
+                                 f"channels of attention level {level}")
+        self.downsampling_factor = 2 ** (num_levels - 1)
+        time_dim = 4 * base_channels  # DDPM: the time embedding is 4x the base width
+        block = dict(time_dim=time_dim, dropout=dropout, num_groups=num_groups, num_heads=num_heads)
+
+        self.time_embedding = TimestepEmbedding(base_channels, time_dim)  # [P5] sinusoidal + MLP
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+
+        # Down path: remember the channels of every output, each becomes a skip connection.
+        channels, skip_channels = base_channels, [base_channels]
+        self.down = nn.ModuleList()         # level -> its UNetBlocks
+        self.downsamples = nn.ModuleList()  # one per level except the last
+        for level, out_ch in enumerate(level_channels):
+            blocks = nn.ModuleList()
+            for _ in range(num_res_blocks):
+                blocks.append(UNetBlock(channels, out_ch, attention=level in attention_levels, **block))
+                channels = out_ch
+                skip_channels.append(channels)
+            self.down.append(blocks)
+            if level < num_levels - 1:
+                self.downsamples.append(Downsample(channels))
+                skip_channels.append(channels)
+
+        # Middle, at the lowest resolution.
+        self.middle_res1 = ResBlock(channels, channels, time_dim, dropout, num_groups)
+        self.middle_attention = SpatialSelfAttention(channels, num_heads, num_groups)
+        self.middle_res2 = ResBlock(channels, channels, time_dim, dropout, num_groups)
+
+        # Up path, from the lowest resolution to the highest; each block eats one skip.
+        self.up = nn.ModuleList()           # lowest level first -> its UNetBlocks
+        self.upsamples = nn.ModuleList()    # one per level except the top
+        for level in reversed(range(num_levels)):
+            blocks = nn.ModuleList()
+            for _ in range(num_res_blocks + 1):
+                blocks.append(UNetBlock(channels + skip_channels.pop(), level_channels[level],
+                                        attention=level in attention_levels, **block))
+                channels = level_channels[level]
+            self.up.append(blocks)
+            if level > 0:
+                self.upsamples.append(Upsample(channels))
+
+        self.out = nn.Sequential(nn.GroupNorm(num_groups, channels), nn.SiLU(),
+                                 nn.Conv2d(channels, out_channels, 3, padding=1))
+        # Output conv starts at zero, so the untrained model predicts eps_pred = 0.
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x (B, C_in, H, W) noisy input x_t; t (B,) timesteps, int or float (a single t is shared)."""
+        B, _, H, W = x.shape
+        factor = self.downsampling_factor
+        if H % factor != 0 or W % factor != 0:
+            raise ValueError(f"input size {H}x{W} is not divisible by {factor}, the UNet's "
+                             f"downsampling factor (2^(levels-1))")
+        t = torch.as_tensor(t, device=x.device).expand(B)              # (B,)
+        time_emb = self.time_embedding(t)                              # (B, 4*base)
+
+        h = self.conv_in(x)                                            # (B, base, H, W)
+        skips = [h]
+        for level, blocks in enumerate(self.down):                     # level works at H/2^level
+            for block in blocks:
+                h = block(h, time_emb)                                 # (B, C_level, H/2^level, W/2^level)
+                skips.append(h)
+            if level < len(self.downsamples):
+                h = self.downsamples[level](h)                         # (B, C_level, H/2^(level+1), ...)
+                skips.append(h)
+
+        h = self.middle_res1(h, time_emb)                              # (B, C_last, H/f, W/f)
+        h = self.middle_attention(h)
+        h = self.middle_res2(h, time_emb)
+
+        for i, blocks in enumerate(self.up):                           # lowest resolution first
+            for block in blocks:
+                # [P5] skip connection: concatenate the down path's features of the same size
+                h = block(torch.cat([h, skips.pop()], dim=1), time_emb)   # (B, C_level, ...)
+            if i < len(self.upsamples):
+                h = self.upsamples[i](h)                               # (B, C_level, 2x H, 2x W)
+
+        return self.out(h)                                             # (B, C_out, H, W)

@@ -1,0 +1,143 @@
+"""The shared training plumbing: config parsing, data order, EMA, atomic checkpoints, safe loads."""
+
+import argparse
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from diffusion import training
+from diffusion.training import (EMA, BatchSampler, CheckpointError, ConfigError, MetricLogger,
+                                load_checkpoint, opt, parse_config, save_checkpoint)
+
+
+@dataclass
+class TinyConfig:
+    steps: int = opt(10, "steps")
+    lr: float = opt(1e-3, "learning rate")
+    name: str = opt("run", "a name")
+    augment: bool = opt(True, "augment")
+    channel_mult: tuple = opt((1, 2), "multipliers")
+
+
+def test_parse_config_types_presets_and_overrides():
+    cfg = parse_config(TinyConfig, ["--steps", "5", "--no-augment", "--channel-mult", "1", "2", "4"])
+    assert cfg == TinyConfig(steps=5, augment=False, channel_mult=(1, 2, 4))
+    presets = {"small": {"_doc": "small", "steps": 3, "lr": 0.5}}
+    cfg = parse_config(TinyConfig, ["--preset", "small", "--lr", "0.25"], presets=presets)
+    assert (cfg.steps, cfg.lr) == (3, 0.25)  # the preset's steps, the flag's lr
+
+
+@pytest.mark.parametrize("argv", [["--steps", "ten"], ["--unknown-flag", "1"], ["--lr", "x"]])
+def test_parse_config_rejects_bad_flags(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(TinyConfig, argv)
+    assert exit_info.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_batch_sampler_is_a_function_of_the_step_and_shards_ranks():
+    sampler = BatchSampler(n=103, batch_size=10, seed=7)
+    assert sampler.steps_per_epoch == 10
+    epoch = torch.cat([sampler(s) for s in range(10)])
+    assert len(set(epoch.tolist())) == 100  # one epoch: no repeats, the last 3 dropped
+    again = BatchSampler(n=103, batch_size=10, seed=7)
+    assert torch.equal(again(23), sampler(23))  # no hidden state: resume-safe
+    assert not torch.equal(sampler(3), sampler(13))  # a fresh permutation each epoch
+    ranks = [BatchSampler(103, 10, 7, rank=r, world_size=2)(4) for r in range(2)]
+    assert sorted(torch.cat(ranks).tolist()) == sorted(sampler(4).tolist())
+    assert not set(ranks[0].tolist()) & set(ranks[1].tolist())
+    with pytest.raises(ConfigError, match="--batch-size 0"):
+        BatchSampler(103, 0, 7)
+    with pytest.raises(ConfigError, match="divisible"):
+        BatchSampler(103, 9, 7, rank=0, world_size=2)
+
+
+def test_ema_follows_the_closed_form():
+    model = torch.nn.Linear(3, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = EMA(model, decay=0.9)
+    theta0 = ema.model.weight.clone()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    d = min(0.9, 2 / 11)  # warm-up decay at the first update
+    assert torch.allclose(ema.model.weight, d * theta0 + (1 - d) * torch.ones(1, 3))
+    for _ in range(200):
+        ema.update(model)
+    assert torch.allclose(ema.model.weight, torch.ones(1, 3), atol=1e-6)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+def test_checkpoint_roundtrip_and_kind(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    state = {"kind": "ddpm", "step": 3, "config": {"a": (1, 2)}, "w": torch.arange(4.0),
+             "rng": [training.rng_state(torch.device("cpu"))]}
+    save_checkpoint(path, state)
+    loaded = load_checkpoint(path, kind="ddpm")
+    assert loaded["step"] == 3 and torch.equal(loaded["w"], torch.arange(4.0))
+    training.set_rng_state(loaded["rng"][0], torch.device("cpu"))  # survives weights_only
+    with pytest.raises(CheckpointError, match="is a 'ddpm' checkpoint, expected 'vae'"):
+        load_checkpoint(path, kind="vae")
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_truncated_and_foreign_checkpoints_are_rejected(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"kind": "ddpm", "w": torch.randn(1000)})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(path)
+    # A pickle that would run code is refused by weights_only=True.
+    torch.save({"kind": "ddpm", "evil": argparse.Namespace(x=1)}, path)
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(path)
+    torch.save({"weights": torch.zeros(1)}, path)
+    with pytest.raises(CheckpointError, match="no 'kind'"):
+        load_checkpoint(path)
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"kind": "ddpm", "step": 1})
+    real_save = torch.save
+
+    def dies_midway(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as handle:  # half a file on disk, then the process "dies"
+            handle.truncate(handle.seek(0, 2) // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"kind": "ddpm", "step": 2, "w": torch.randn(10_000)})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary left behind
+
+
+def test_metric_logger_drops_lines_after_the_resumed_step(tmp_path):
+    logger = MetricLogger(tmp_path)
+    for step in (10, 20, 30):
+        logger.log(step, loss=1.0 / step)
+    logger.plot()
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    MetricLogger(tmp_path, resume_step=20)
+    steps = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20]
+
+
+def test_precision_and_device_errors():
+    cpu = torch.device("cpu")
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        training.autocast(cpu, "fp16")
+    with pytest.raises(ConfigError, match="--precision 'fp8'"):
+        training.autocast(cpu, "fp8")
+    with pytest.raises(ConfigError, match="--device 'gpu0'"):
+        training.pick_device("gpu0")
+    with training.autocast(cpu, "bf16"):
+        y = torch.nn.Linear(4, 4)(torch.randn(2, 4))
+    assert y.dtype == torch.bfloat16

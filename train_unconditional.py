@@ -1,0 +1,259 @@
+"""Stage 1: an unconditional DDPM trained in pixel space on 32x32 faces (video points 2-7).
+
+The loop is the video's [P6]: take a batch, augment it (rotation, flip, brightness, contrast),
+resize to 32x32x3, draw a random timestep and Gaussian noise per image, jump to x_t in closed form
+[P3], let the UNet predict the noise [P5], and minimise the mean squared error (DDPM Algorithm 1).
+
+    python train_unconditional.py                     # laptop-GPU default (about an hour)
+    python train_unconditional.py --preset cpu        # a few minutes on a CPU, synthetic faces
+    python train_unconditional.py --resume            # continue runs/unconditional exactly
+    torchrun --nproc_per_node 2 train_unconditional.py --preset cpu   # data parallel
+
+Writes to --out: checkpoint.pt (model, EMA, optimizer, step, RNG states, config), metrics.jsonl,
+loss.png, and samples/step_XXXXXX.png grids drawn with DDIM from the EMA weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data import load_dataset
+from data.augment import augment
+from diffusion import DDIMScheduler, DDPMScheduler, sample
+from diffusion.training import (EMA, BatchSampler, MetricLogger, StopFlag, any_rank, autocast,
+                                cleanup_distributed, config_diff, gather_rng_states,
+                                load_checkpoint, main_guard, main_process_first, make_grad_scaler, opt, parse_config,
+                                require, rng_state_for_rank, save_checkpoint, save_grid,
+                                seed_everything, set_rng_state, setup_distributed, unwrap,
+                                wrap_ddp)
+from models import UNet
+
+
+@dataclass
+class Config:
+    # data
+    data: str = opt("synthetic", "'synthetic' (embedded faces, made on first use), 'synthetic:N', "
+                                 "a CelebA folder, or an image folder")
+    cache_dir: str = opt("cache", "where decoded images and the synthetic dataset are kept")
+    image_size: int = opt(32, "training resolution in pixels (the video uses 32x32x3)")
+    augment: bool = opt(True, "random flip, small rotation, brightness and contrast [P6]")
+    # model [P5]
+    base_channels: int = opt(64, "channels of the UNet's first level")
+    channel_mult: tuple = opt((1, 2, 2, 2), "channel multiplier per level (one level per entry)")
+    num_res_blocks: int = opt(2, "residual blocks per level")
+    attention_levels: tuple = opt((1, 2), "level indices (0 = full resolution) with self-attention")
+    dropout: float = opt(0.1, "dropout inside the residual blocks")
+    # diffusion [P2-P4]
+    num_train_timesteps: int = opt(1000, "T, the number of noising steps")
+    beta_start: float = opt(1e-4, "beta_1 of the linear schedule (DDPM)")
+    beta_end: float = opt(0.02, "beta_T of the linear schedule (DDPM)")
+    beta_schedule: str = opt("linear", "linear (DDPM, the video) or cosine (Nichol & Dhariwal)")
+    prediction_type: str = opt("epsilon", "what the UNet predicts: epsilon (the video) or v")
+    # optimisation
+    steps: int = opt(40_000, "optimizer steps in total")
+    batch_size: int = opt(128, "images per step (summed over processes under torchrun)")
+    lr: float = opt(2e-4, "Adam learning rate after warm-up (DDPM used 2e-4)")
+    warmup_steps: int = opt(1000, "linear learning-rate warm-up")
+    grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)")
+    ema_decay: float = opt(0.9995, "decay of the weights' moving average used for sampling")
+    precision: str = opt("fp32", "fp32, bf16 or fp16 (CUDA only, with loss scaling)")
+    channels_last: bool = opt(True, "NHWC memory layout (faster convolutions on most devices)")
+    # bookkeeping
+    out: str = opt("runs/unconditional", "output folder")
+    log_every: int = opt(50, "steps between metric lines")
+    sample_every: int = opt(2000, "steps between sample grids (0 = only at the end)")
+    ckpt_every: int = opt(2000, "steps between checkpoints")
+    num_samples: int = opt(64, "images in each sample grid")
+    sample_steps: int = opt(50, "DDIM steps for the sample grids")
+    seed: int = opt(0, "random seed")
+    device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
+
+
+PRESETS = {
+    "cpu": dict(_doc="a small UNet that learns the synthetic faces in a few minutes on a CPU",
+                base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(2,),
+                dropout=0.0, steps=1500, batch_size=32, lr=1e-3, warmup_steps=100,
+                ema_decay=0.995, log_every=25, sample_every=500, ckpt_every=500, num_samples=64,
+                sample_steps=50, out="runs/unconditional_cpu"),
+}
+
+
+def build_unet(cfg) -> UNet:
+    """The UNet described by a config (also used by sample.py to rebuild it from a checkpoint)."""
+    return UNet(in_channels=3, base_channels=cfg["base_channels"],
+                channel_mult=tuple(cfg["channel_mult"]), num_res_blocks=cfg["num_res_blocks"],
+                attention_levels=tuple(cfg["attention_levels"]), dropout=cfg["dropout"])
+
+
+def build_scheduler(cfg, clip_sample: bool = True) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=cfg["num_train_timesteps"],
+                         beta_start=cfg["beta_start"], beta_end=cfg["beta_end"],
+                         beta_schedule=cfg["beta_schedule"],
+                         prediction_type=cfg["prediction_type"], clip_sample=clip_sample)
+
+
+def check_config(cfg: Config) -> None:
+    for name in ("steps", "batch_size", "log_every", "ckpt_every", "num_samples", "sample_steps",
+                 "num_train_timesteps", "image_size", "base_channels", "num_res_blocks"):
+        value = getattr(cfg, name)
+        require(value > 0, f"--{name.replace('_', '-')} {value}: expected a positive number")
+    require(cfg.sample_every >= 0, f"--sample-every {cfg.sample_every}: expected 0 or more")
+    require(cfg.lr > 0, f"--lr {cfg.lr}: expected a positive number")
+    factor = 2 ** (len(cfg.channel_mult) - 1)
+    require(cfg.image_size % factor == 0,
+            f"--image-size {cfg.image_size}: must be divisible by {factor}, the UNet's "
+            f"downsampling factor for {len(cfg.channel_mult)} levels")
+    require(all(0 <= level < len(cfg.channel_mult) for level in cfg.attention_levels),
+            f"--attention-levels {cfg.attention_levels}: levels run from 0 to "
+            f"{len(cfg.channel_mult) - 1}")
+    require(cfg.sample_steps <= cfg.num_train_timesteps,
+            f"--sample-steps {cfg.sample_steps}: at most --num-train-timesteps")
+
+
+def main():
+    cfg = parse_config(Config, presets=PRESETS, description=__doc__.split("\n\n")[0])
+    check_config(cfg)
+    info, device = setup_distributed(cfg.device)
+    out = Path(cfg.out)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"device {device}, {info.world_size} process(es); config:")
+        print("\n".join(f"  {k} = {v}" for k, v in dataclasses.asdict(cfg).items()))
+
+    # ---- Data --------------------------------------------------------------------------------
+    with main_process_first(info):  # rank 0 generates / decodes the data once
+        dataset = load_dataset(cfg.data, cfg.image_size, split="train", cache_dir=cfg.cache_dir)
+    sampler = BatchSampler(len(dataset), cfg.batch_size, cfg.seed, info.rank, info.world_size)
+    if info.is_main:
+        print(f"data: {dataset.name}, {len(dataset)} training images at {cfg.image_size}x"
+              f"{cfg.image_size}, {sampler.steps_per_epoch} steps per epoch")
+
+    # ---- Model, schedule, optimizer ----------------------------------------------------------
+    seed_everything(cfg.seed)  # the same initial weights on every rank
+    config = dataclasses.asdict(cfg)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = build_unet(config).to(device, memory_format=memory_format)
+    scheduler = build_scheduler(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scaler = make_grad_scaler(device, cfg.precision)
+    ema = EMA(model, cfg.ema_decay)
+    start_step = 0
+    checkpoint_path = out / "checkpoint.pt"
+    if cfg.resume:
+        state = load_checkpoint(checkpoint_path, kind="ddpm")
+        changed = [k for k in config_diff(state["config"], config) if k != "resume"]
+        if info.is_main and changed:
+            print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_step = state["step"]
+        set_rng_state(rng_state_for_rank(state, info), device)
+        if info.is_main:
+            print(f"resumed from {checkpoint_path} at step {start_step}")
+    else:
+        torch.manual_seed(cfg.seed + info.rank)  # different noise on every rank
+    train_model = wrap_ddp(model, device, info)
+    if info.is_main:
+        print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+
+    def save(step: int) -> None:
+        rng = gather_rng_states(device, info)  # every rank takes part
+        if info.is_main:
+            save_checkpoint(checkpoint_path, {
+                "kind": "ddpm", "config": config, "step": step, "model": model.state_dict(),
+                "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "rng": rng})
+
+    # Sample grids use their own generator, so drawing them does not change the training noise.
+    sample_scheduler = DDIMScheduler.from_ddpm(scheduler)
+    sample_scheduler.set_timesteps(cfg.sample_steps)
+
+    def sample_grid(step: int) -> None:
+        generator = torch.Generator(device).manual_seed(cfg.seed)
+        x_T = torch.randn(cfg.num_samples, 3, cfg.image_size, cfg.image_size, device=device,
+                          generator=generator)
+        images = sample(lambda x_t, t: ema.model(x_t, t), sample_scheduler, x_T,
+                        generator=generator, progress=False)
+        save_grid(images, out / "samples" / f"step_{step:06d}.png")
+
+    # ---- Train -------------------------------------------------------------------------------
+    logger = MetricLogger(out, resume_step=start_step, enabled=info.is_main)
+    stop = StopFlag()
+    progress = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
+                    disable=not info.is_main, desc="train", dynamic_ncols=True)
+    loss_sum, loss_count, last_time = torch.zeros((), device=device), 0, time.time()
+    model.train()
+    for step in progress:
+        # [P6] 1. a batch of 32x32x3 images in [-1, 1], augmented as in the video
+        x0 = dataset.batch(sampler(step), device)["image"]  # (B, 3, H, W)
+        if cfg.augment:
+            x0 = augment(x0)
+        x0 = x0.contiguous(memory_format=memory_format)
+        # 2. a random timestep and Gaussian noise per image
+        t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), device=device)  # (B,)
+        noise = torch.randn_like(x0)  # eps ~ N(0, I)
+        # [P3] 3. jump to step t in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
+        x_t = scheduler.add_noise(x0, noise, t)
+        # [P4] 4. the UNet predicts the noise (or v); DDPM Algorithm 1: || eps - eps_theta(x_t, t) ||^2
+        with autocast(device, cfg.precision):
+            prediction = train_model(x_t, t)
+        loss = F.mse_loss(prediction.float(), scheduler.training_target(x0, noise, t))
+        # 5. one optimizer step, learning rate warmed up linearly
+        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                   cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        scaler.step(optimizer)
+        scaler.update()
+        ema.update(model)
+
+        # ---- Bookkeeping ---------------------------------------------------------------------
+        loss_sum += loss.detach()
+        loss_count += 1
+        done = step + 1
+        stopping = any_rank(stop.requested, info)
+        saving = done % cfg.ckpt_every == 0 or done == cfg.steps or stopping
+        if done % cfg.log_every == 0 or saving:
+            mean_loss = (loss_sum / loss_count).item()
+            if not math.isfinite(mean_loss):  # checked before any save: the last good file stays
+                raise SystemExit(f"error: the loss became {mean_loss} near step {done}; stopping. "
+                                 f"The last good checkpoint ({checkpoint_path}) is kept. Try a "
+                                 "lower --lr, --precision fp32, or --grad-clip 1.0.")
+            elapsed, last_time = time.time() - last_time, time.time()
+            logger.log(done, loss=mean_loss, lr=lr, grad_norm=grad_norm.item(),
+                       images_per_s=loss_count * cfg.batch_size / elapsed)
+            progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}")
+            loss_sum.zero_()
+            loss_count = 0
+        if saving:
+            save(done)
+            logger.plot()
+        if info.is_main and ((cfg.sample_every and done % cfg.sample_every == 0) or done == cfg.steps):
+            sample_grid(done)
+        if stopping:
+            if info.is_main:
+                print(f"stopped at step {done}; continue with the same command and --resume")
+            break
+    progress.close()
+    if info.is_main:
+        print(f"done: {out}/checkpoint.pt, samples in {out}/samples, curves in {out}/loss.png")
+    cleanup_distributed(info)
+
+
+if __name__ == "__main__":
+    main_guard(main)
