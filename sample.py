@@ -93,16 +93,19 @@ def main():
     x_init = load_image(args.init_image, size).to(device) if args.init_image else None
 
     # ---- Sample in batches; the noise comes from one seeded generator ------------------------
-    generator = torch.Generator(device).manual_seed(args.seed)
+    strength = args.strength if x_init is not None else 1.0
+    run_steps = [t for t in scheduler.timesteps.tolist() if t < round(strength * T)]
+    shown = run_steps[::max(1, len(run_steps) // 8)][:8] if run_steps else []  # trajectory columns
+    generator = torch.Generator().manual_seed(args.seed)  # CPU noise: the same images on any device
     images, trajectory = [], None
     for start in range(0, args.n, args.batch_size):
         count = min(args.batch_size, args.n - start)
-        x_T = torch.randn(count, 3, size, size, generator=generator, device=device)
-        result = sample(lambda x_t, t: model(x_t, t), scheduler, x_T, eta=args.eta,
-                        generator=generator, progress=True,
+        x_T = torch.randn(count, 3, size, size, generator=generator).to(device)
+        result = sample(lambda x_t, t: model(x_t, t), scheduler, x_T,
+                        eta=args.eta if args.sampler == "ddim" else 0.0, generator=generator,
                         x_init=None if x_init is None else x_init.expand(count, -1, -1, -1),
-                        strength=args.strength if x_init is not None else 1.0,
-                        trajectory_steps=8 if args.trajectory and start == 0 else None)
+                        strength=strength,
+                        trajectory_steps=shown if args.trajectory and start == 0 else None)
         if isinstance(result, tuple):
             result, trajectory = result
         images.append(result.cpu())

@@ -30,10 +30,10 @@ from data.augment import augment
 from diffusion import DDIMScheduler, DDPMScheduler, sample
 from diffusion.training import (EMA, BatchSampler, MetricLogger, StopFlag, any_rank, autocast,
                                 cleanup_distributed, config_diff, gather_rng_states,
-                                load_checkpoint, main_guard, main_process_first, make_grad_scaler, opt, parse_config,
-                                require, rng_state_for_rank, save_checkpoint, save_grid,
-                                seed_everything, set_rng_state, setup_distributed, unwrap,
-                                wrap_ddp)
+                                load_checkpoint, main_guard, main_process_first,
+                                make_grad_scaler, opt, parse_config, replica_difference, require,
+                                rng_state_for_rank, save_checkpoint, save_grid, seed_everything,
+                                set_rng_state, setup_distributed, wrap_ddp)
 from models import UNet
 
 
@@ -180,9 +180,9 @@ def main():
     sample_scheduler.set_timesteps(cfg.sample_steps)
 
     def sample_grid(step: int) -> None:
-        generator = torch.Generator(device).manual_seed(cfg.seed)
-        x_T = torch.randn(cfg.num_samples, 3, cfg.image_size, cfg.image_size, device=device,
-                          generator=generator)
+        generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: same noise everywhere
+        x_T = torch.randn(cfg.num_samples, 3, cfg.image_size, cfg.image_size,
+                          generator=generator).to(device)
         images = sample(lambda x_t, t: ema.model(x_t, t), sample_scheduler, x_T,
                         generator=generator, progress=False)
         save_grid(images, out / "samples" / f"step_{step:06d}.png")
@@ -250,6 +250,10 @@ def main():
                 print(f"stopped at step {done}; continue with the same command and --resume")
             break
     progress.close()
+    if info.world_size > 1:
+        difference = replica_difference(model, info)
+        if info.is_main:
+            print(f"DDP: the weights of the {info.world_size} processes differ by at most {difference}")
     if info.is_main:
         print(f"done: {out}/checkpoint.pt, samples in {out}/samples, curves in {out}/loss.png")
     cleanup_distributed(info)

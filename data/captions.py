@@ -5,7 +5,7 @@ row becomes a caption drawn at random every time the image is seen, so the model
 rather than one fixed sentence per image:
 
     a photo of a smiling man with glasses and black hair, wearing a hat
-    portrait of a young blonde woman with a fringe, wearing red lipstick
+    a portrait of a young blonde woman with a fringe, wearing red lipstick
     a bald man with a moustache
 
 A caption names a random subset of the present features, in random order, each by a random
@@ -27,47 +27,47 @@ from collections.abc import Sequence
 # How each feature may be named: adjectives go before the noun ("a smiling man"), "with" phrases
 # after it ("a man with a smile"). The first "with" phrase (else the first adjective) is the one
 # full_caption uses.
-#   feature                  adjectives                         "with ..."
+#   feature                adjectives                       "with ..."
 VOCABULARY = {
-    "Smiling":             (["smiling", "grinning"],            ["a smile", "a big smile", "a grin"]),
-    "Eyeglasses":          (["bespectacled"],                   ["glasses", "eyeglasses", "spectacles"]),
-    "Black_Hair":          (["black-haired"],                   ["black hair", "jet-black hair"]),
-    "Blond_Hair":          (["blond", "blonde"],                ["blond hair", "blonde hair", "fair hair"]),
-    "Brown_Hair":          (["brown-haired", "brunette"],       ["brown hair", "brunette hair"]),
-    "Gray_Hair":           (["gray-haired", "grey-haired"],     ["gray hair", "grey hair", "silver hair"]),
-    "Bald":                (["bald", "bald-headed"],            ["a bald head", "a shiny bald head"]),
-    "Bangs":               ([],                                 ["bangs", "a fringe"]),
-    "Beard":               (["bearded"],                        ["a beard", "a full beard", "facial hair"]),
-    "No_Beard":            (["clean-shaven"],                   []),
-    "Mustache":            (["mustached"],                      ["a mustache", "a moustache"]),
-    "Goatee":              ([],                                 ["a goatee"]),
-    "Sideburns":           ([],                                 ["sideburns"]),
-    "5_o_Clock_Shadow":    (["stubbly"],                        ["stubble", "a five o'clock shadow"]),
-    "Wearing_Hat":         ([],                                 ["a hat", "a cap"]),
-    "Wearing_Lipstick":    ([],                                 ["lipstick", "red lipstick", "red lips"]),
-    "Heavy_Makeup":        ([],                                 ["heavy makeup", "a lot of makeup"]),
-    "Wearing_Earrings":    ([],                                 ["earrings"]),
-    "Wearing_Necklace":    ([],                                 ["a necklace"]),
-    "Wearing_Necktie":     ([],                                 ["a necktie", "a tie"]),
-    "Pale_Skin":           (["pale", "pale-skinned"],           ["pale skin", "fair skin", "a pale complexion"]),
-    "Oval_Face":           (["oval-faced"],                     ["an oval face"]),
-    "Young":               (["young", "youthful"],              []),
-    "Attractive":          (["attractive", "good-looking"],     []),
-    "Chubby":              (["chubby"],                         ["a chubby face"]),
-    "Double_Chin":         ([],                                 ["a double chin"]),
-    "High_Cheekbones":     ([],                                 ["high cheekbones"]),
-    "Rosy_Cheeks":         ([],                                 ["rosy cheeks", "pink cheeks"]),
-    "Wavy_Hair":           (["wavy-haired"],                    ["wavy hair", "curly hair"]),
-    "Straight_Hair":       ([],                                 ["straight hair", "sleek hair"]),
-    "Receding_Hairline":   ([],                                 ["a receding hairline"]),
-    "Bushy_Eyebrows":      ([],                                 ["bushy eyebrows", "thick eyebrows"]),
-    "Arched_Eyebrows":     ([],                                 ["arched eyebrows", "arched brows"]),
-    "Narrow_Eyes":         ([],                                 ["narrow eyes"]),
-    "Bags_Under_Eyes":     ([],                                 ["bags under the eyes", "under-eye bags"]),
-    "Big_Nose":            ([],                                 ["a big nose", "a large nose"]),
-    "Pointy_Nose":         ([],                                 ["a pointy nose", "a pointed nose"]),
-    "Big_Lips":            ([],                                 ["big lips", "full lips"]),
-    "Mouth_Slightly_Open": ([],                                 ["a slightly open mouth", "parted lips"]),
+    "Smiling":             (["smiling", "grinning"],        ["a smile", "a big smile", "a grin"]),
+    "Eyeglasses":          (["bespectacled"],               ["glasses", "eyeglasses", "spectacles"]),
+    "Black_Hair":          (["black-haired"],               ["black hair", "jet-black hair"]),
+    "Blond_Hair":          (["blond", "blonde"],            ["blond hair", "blonde hair", "fair hair"]),
+    "Brown_Hair":          (["brown-haired", "brunette"],   ["brown hair", "brunette hair"]),
+    "Gray_Hair":           (["gray-haired", "grey-haired"], ["gray hair", "grey hair", "silver hair"]),
+    "Bald":                (["bald", "bald-headed"],        ["a bald head", "a shiny bald head"]),
+    "Bangs":               ([],                             ["bangs", "a fringe"]),
+    "Beard":               (["bearded"],                    ["a beard", "a full beard", "facial hair"]),
+    "No_Beard":            (["clean-shaven"],               []),
+    "Mustache":            (["mustached"],                  ["a mustache", "a moustache"]),
+    "Goatee":              ([],                             ["a goatee"]),
+    "Sideburns":           ([],                             ["sideburns"]),
+    "5_o_Clock_Shadow":    (["stubbly"],                    ["stubble", "a five o'clock shadow"]),
+    "Wearing_Hat":         ([],                             ["a hat", "a cap"]),
+    "Wearing_Lipstick":    ([],                             ["lipstick", "red lipstick", "red lips"]),
+    "Heavy_Makeup":        ([],                             ["heavy makeup", "a lot of makeup"]),
+    "Wearing_Earrings":    ([],                             ["earrings"]),
+    "Wearing_Necklace":    ([],                             ["a necklace"]),
+    "Wearing_Necktie":     ([],                             ["a necktie", "a tie"]),
+    "Pale_Skin":           (["pale", "pale-skinned"],       ["pale skin", "fair skin", "a pale complexion"]),
+    "Oval_Face":           (["oval-faced"],                 ["an oval face"]),
+    "Young":               (["young", "youthful"],          []),
+    "Attractive":          (["attractive", "good-looking"], []),
+    "Chubby":              (["chubby"],                     ["a chubby face"]),
+    "Double_Chin":         ([],                             ["a double chin"]),
+    "High_Cheekbones":     ([],                             ["high cheekbones"]),
+    "Rosy_Cheeks":         ([],                             ["rosy cheeks", "pink cheeks"]),
+    "Wavy_Hair":           (["wavy-haired"],                ["wavy hair", "curly hair"]),
+    "Straight_Hair":       ([],                             ["straight hair", "sleek hair"]),
+    "Receding_Hairline":   ([],                             ["a receding hairline"]),
+    "Bushy_Eyebrows":      ([],                             ["bushy eyebrows", "thick eyebrows"]),
+    "Arched_Eyebrows":     ([],                             ["arched eyebrows", "arched brows"]),
+    "Narrow_Eyes":         ([],                             ["narrow eyes"]),
+    "Bags_Under_Eyes":     ([],                             ["bags under the eyes", "under-eye bags"]),
+    "Big_Nose":            ([],                             ["a big nose", "a large nose"]),
+    "Pointy_Nose":         ([],                             ["a pointy nose", "a pointed nose"]),
+    "Big_Lips":            ([],                             ["big lips", "full lips"]),
+    "Mouth_Slightly_Open": ([],                             ["a slightly open mouth", "parted lips"]),
 }
 WEARING = {  # things one wears may also go in a "wearing ..." clause: "a man wearing a hat"
     "Eyeglasses": ["glasses", "eyeglasses", "spectacles"],
@@ -94,9 +94,9 @@ TEMPLATES = [  # {photo}: an article and a photo noun; {subject}: the person wit
 ]
 FACIAL_HAIR = {"Beard", "Mustache", "Goatee", "Sideburns", "5_o_Clock_Shadow"}  # not clean-shaven
 
-# Every phrase of every feature, nouns included: what a caption may say only if the feature is present.
+# Every phrase of every feature, nouns included: what a caption may say only of a present feature.
 PHRASES = {
-    **{feature: adjectives + with_phrases for feature, (adjectives, with_phrases) in VOCABULARY.items()},
+    **{feature: adjectives + phrases for feature, (adjectives, phrases) in VOCABULARY.items()},
     **PHOTO_ADJECTIVES,
     "Male": NOUNS["Male"],
     "Female": NOUNS["Female"],
@@ -133,9 +133,11 @@ def _join(phrases: list[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def _sentence(template: str, photo_words: list[str], person_words: list[str], clauses: list[str]) -> str:
-    """Fill a template, e.g. "{photo} of {subject}" with (["blurry", "photo"], ["young", "man"],
-    ["with glasses", "wearing a hat"]) -> "a blurry photo of a young man with glasses, wearing a hat"."""
+def _sentence(template: str, photo_words: list[str], person_words: list[str],
+              clauses: list[str]) -> str:
+    """Fill a template: "{photo} of {subject}" with ["blurry", "photo"], ["young", "man"] and
+    ["with glasses", "wearing a hat"]: "a blurry photo of a young man with glasses, wearing a hat".
+    """
     subject = _with_article(" ".join(person_words))
     if clauses:
         subject += " " + ", ".join(clauses)
@@ -155,7 +157,7 @@ def caption(attributes: dict[str, bool], rng: random.Random) -> str:
             if "{photo}" in template:
                 photo_adjectives.append(rng.choice(PHOTO_ADJECTIVES[feature]))
             continue
-        # One of the ways this feature can be said (adjective, with, wearing), then one phrase of it.
+        # One of the ways this feature can be said (adjective, with, wearing), then one phrase.
         ways = [(adjectives, VOCABULARY[feature][0]), (with_phrases, VOCABULARY[feature][1]),
                 (wearing_phrases, WEARING.get(feature, []))]
         target, phrases = rng.choice([(target, phrases) for target, phrases in ways if phrases])
@@ -188,5 +190,5 @@ def full_caption(attributes: dict[str, bool]) -> str:
 
 def caption_row(names: list[str], values: Sequence, rng: random.Random) -> str:
     """caption() for one row of a table: values are 1/-1, 1/0 or booleans aligned with names.
-    Names with no phrases (not in VOCABULARY nor Male, No_Beard, Blurry) are ignored."""
+    Names other than Male, Blurry and those of VOCABULARY are ignored."""
     return caption({name: float(value) > 0 for name, value in zip(names, values)}, rng)

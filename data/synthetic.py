@@ -84,7 +84,7 @@ def sample_attributes(rng: random.Random) -> dict[str, bool]:
 # Geometry: face units -> pixels
 
 
-@dataclass(frozen=True)
+@dataclass
 class FaceLayout:
     """Where the face sits in an image: maps face units (u right, v down) to pixels and back."""
 
@@ -93,17 +93,18 @@ class FaceLayout:
     unit: float      # pixels per face unit
     angle: float     # rotation of the whole face in degrees, counter-clockwise
 
+    def __post_init__(self):  # the rotation, computed once: a face maps ~500 points
+        self.cos, self.sin = math.cos(math.radians(self.angle)), math.sin(math.radians(self.angle))
+
     def to_pixels(self, u: float, v: float) -> tuple[float, float]:
         """Rotate (u, v) by `angle`, scale by `unit`, move to the centre (y points down)."""
-        cos, sin = math.cos(math.radians(self.angle)), math.sin(math.radians(self.angle))
-        return (self.center_x + self.unit * (u * cos + v * sin),
-                self.center_y + self.unit * (v * cos - u * sin))
+        return (self.center_x + self.unit * (u * self.cos + v * self.sin),
+                self.center_y + self.unit * (v * self.cos - u * self.sin))
 
     def to_face(self, x: float, y: float) -> tuple[float, float]:
         """The inverse of to_pixels: the face units (u, v) of pixel position (x, y)."""
-        cos, sin = math.cos(math.radians(self.angle)), math.sin(math.radians(self.angle))
         dx, dy = (x - self.center_x) / self.unit, (y - self.center_y) / self.unit
-        return dx * cos - dy * sin, dx * sin + dy * cos
+        return dx * self.cos - dy * self.sin, dx * self.sin + dy * self.cos
 
 
 def face_layout(size: int, seed: int) -> FaceLayout:
@@ -153,9 +154,11 @@ class _Pen:
         return max(1, round(width * self.layout.unit))
 
     def polygon(self, points, fill: RGB | None, outline: RGB | None = None, width: float = 0.04):
-        self.draw.polygon(self._pixels(points), fill=fill, outline=outline, width=self._width(width))
+        """A filled polygon, optionally outlined `width` face units wide."""
+        self.draw.polygon(self._pixels(points), fill, outline, width=self._width(width))
 
     def line(self, points, fill: RGB, width: float):
+        """A polyline `width` face units wide."""
         self.draw.line(self._pixels(points), fill=fill, width=self._width(width), joint="curve")
 
 
@@ -219,7 +222,7 @@ BROW_V = -0.36              # eyebrows
 MOUTH_V = 0.56              # closed mouth; a smile opens downwards from 0.46
 HAIRLINE_V = -0.8           # top of the forehead without bangs
 BANGS_V = -0.5              # lower edge of the bangs
-BRIM_V = -0.5               # the hat brim
+BRIM_V = -0.6               # the hat brim
 
 
 def draw_face(attributes: dict[str, bool], size: int = 64, seed: int = 0) -> Image.Image:
@@ -264,11 +267,12 @@ def draw_face(attributes: dict[str, bool], size: int = 64, seed: int = 0) -> Ima
         pen.polygon(_ellipse(-0.3 * rx, -0.72 * ry, 0.26, 0.11), _mix(skin, (255, 255, 255), 0.5))
         pen.polygon(_ellipse(-0.34 * rx, -0.75 * ry, 0.12, 0.05), (255, 255, 255))
 
-    # Beard (No_Beard is False): the jaw and chin below the mouth, up to the ears.
+    # Beard (No_Beard is False): the jaw and chin below the mouth, apart from the hair at the ears.
     if not a["No_Beard"]:
-        outer = [(1.06 * u, 1.06 * v) for u, v in _head_outline(rx, ry, jaw, -0.1, math.pi + 0.1, 40)]
-        inner = [(-0.92 * rx, -0.05), (-0.6, 0.4), (-0.4, 0.72), (0, 0.8), (0.4, 0.72), (0.6, 0.4),
-                 (0.92 * rx, -0.05)]
+        jawline = [(u, v) for u, v in _head_outline(rx, ry, jaw, 0, math.pi, 60) if v > 0.28]
+        outer = [(1.06 * u, 1.06 * v) for u, v in jawline]  # right to left, around the chin
+        inner = [(-0.8 * rx, 0.36), (-0.55, 0.52), (-0.4, 0.72), (0, 0.8),  # left to right,
+                 (0.4, 0.72), (0.55, 0.52), (0.8 * rx, 0.36)]                 # under the mouth
         pen.polygon(outer + inner, beard, _shade(beard, 0.6))
 
     # Nose.
@@ -281,10 +285,10 @@ def draw_face(attributes: dict[str, bool], size: int = 64, seed: int = 0) -> Ima
             us = [half_width * (2 * k / (n - 1) - 1) for k in range(n)]
             return [(u, 0.46 + depth * (1 - (u / half_width) ** 2)) for u in us]
 
-        if a["Wearing_Lipstick"]:  # thick red lips around the open mouth
-            pen.polygon([(1.25 * u, 0.42 + 1.35 * (v - 0.46)) for u, v in curve(0.02) + curve(0.3)[::-1]],
-                        lips)
-        pen.polygon(curve(0.02) + curve(0.28)[::-1], (92, 22, 30), lips, 0.05)  # the open mouth
+        mouth = curve(0.02) + curve(0.28)[::-1]  # flat upper edge, deep lower edge
+        if a["Wearing_Lipstick"]:  # thick red lips: the mouth enlarged about its upper edge
+            pen.polygon([(1.25 * u, 0.42 + 1.4 * (v - 0.46)) for u, v in mouth], lips)
+        pen.polygon(mouth, (92, 22, 30), lips, 0.05)  # dark inside, outlined by the lips
         pen.polygon(curve(0.02, 0.33) + curve(0.12, 0.33)[::-1], (250, 250, 244))  # upper teeth
     else:
         if a["Wearing_Lipstick"]:  # red upper and lower lips around the closed mouth
@@ -296,8 +300,9 @@ def draw_face(attributes: dict[str, bool], size: int = 64, seed: int = 0) -> Ima
 
     # Mustache, between the nose and the upper lip.
     if a["Mustache"]:
-        pen.polygon([(-0.44, 0.5), (-0.32, 0.33), (-0.1, 0.29), (0, 0.33), (0.1, 0.29), (0.32, 0.33),
-                     (0.44, 0.5), (0.2, 0.44), (0, 0.46), (-0.2, 0.44)], beard, _shade(beard, 0.6))
+        upper = [(-0.44, 0.5), (-0.32, 0.33), (-0.1, 0.29), (0, 0.33), (0.1, 0.29), (0.32, 0.33)]
+        lower = [(0.44, 0.5), (0.2, 0.44), (0, 0.46), (-0.2, 0.44)]
+        pen.polygon(upper + lower, beard, _shade(beard, 0.6))
 
     # Eyes; women get a thick dark upper lid (eyelashes), men thicker eyebrows.
     brows = _shade(hair, 0.75) if hair else colours.bald_beard
@@ -314,10 +319,10 @@ def draw_face(attributes: dict[str, bool], size: int = 64, seed: int = 0) -> Ima
     # Hair on top of the head: from above the head down to the hairline, or to the bangs.
     if hair:
         bottom = BANGS_V if a["Bangs"] else HAIRLINE_V
-        side_v = -0.15  # the hair comes down to the ears at the sides
-        hairline = []   # from the right temple over the forehead to the left one
+        side_v = 0.05  # at the sides the hair comes down over the ears
+        hairline = []   # 25 points from the right temple over the forehead to the left one
         for k in range(25):
-            u = rx * (1 - k / 12)
+            u = rx * (1 - k / 12)  # rx .. -rx
             v = bottom + (side_v - bottom) * abs(u / rx) ** 4
             if a["Bangs"] and k % 2:  # a jagged fringe
                 v += 0.06
@@ -334,17 +339,19 @@ def draw_face(attributes: dict[str, bool], size: int = 64, seed: int = 0) -> Ima
         frame = colours.glasses
         for side in (-1, 1):
             pen.polygon(_ellipse(side * EYE_U, EYE_V, 0.27, 0.22, 32), None, frame, 0.09)
-            pen.line([(side * (EYE_U + 0.26), EYE_V - 0.04), (side * rx, EYE_V - 0.08)], frame, 0.07)
+            arm = [(side * (EYE_U + 0.26), EYE_V - 0.04), (side * rx, EYE_V - 0.08)]
+            pen.line(arm, frame, 0.07)
         pen.line([(-0.12, EYE_V - 0.04), (0, EYE_V - 0.08), (0.12, EYE_V - 0.04)], frame, 0.08)
 
     # Hat: a crown over the top of the head, a dark band and a wide brim.
     if a["Wearing_Hat"]:
+        edge = _shade(colours.hat, 0.6)
         height = 1.1 * ry + 0.22 + BRIM_V  # from the brim to above the hair
-        crown = _ellipse(0, BRIM_V, 1.12 * rx, height, 48)[24:] + [(1.12 * rx, BRIM_V)]  # upper half
-        pen.polygon(crown, colours.hat, _shade(colours.hat, 0.6))
-        band = [(u, v) for u, v in crown if v > BRIM_V - 0.18]
+        crown = _ellipse(0, BRIM_V, 1.12 * rx, height, 48)[24:] + [(1.12 * rx, BRIM_V)]  # top half
+        pen.polygon(crown, colours.hat, edge)
+        band = [(u, v) for u, v in crown if v > BRIM_V - 0.18]  # the crown's lowest 0.18 units
         pen.polygon(band, _shade(colours.hat, 0.45))
-        pen.polygon(_ellipse(0, BRIM_V, 1.12 * rx + 0.35, 0.12, 40), colours.hat, _shade(colours.hat, 0.6))
+        pen.polygon(_ellipse(0, BRIM_V, 1.12 * rx + 0.35, 0.12, 40), colours.hat, edge)
 
     return image.reduce(SUPERSAMPLE)  # average each 4x4 block: anti-aliased edges
 
@@ -387,7 +394,7 @@ def generate(out_dir: str | Path, n: int, size: int = 64, seed: int = 0, fmt: st
     image_dir = out_dir / "img_align_celeba"
     image_dir.mkdir(parents=True, exist_ok=True)
     attribute_file = out_dir / "list_attr_celeba.txt"
-    attribute_file.unlink(missing_ok=True)  # an older table would make a half-written folder look done
+    attribute_file.unlink(missing_ok=True)  # an old table would make a half-done folder look done
 
     jobs = [(index, str(image_dir), size, seed, fmt) for index in range(1, n + 1)]
     workers = workers or os.cpu_count() or 1
@@ -401,9 +408,11 @@ def generate(out_dir: str | Path, n: int, size: int = 64, seed: int = 0, fmt: st
     names = [f"{index:06d}.{fmt}" for index in range(1, n + 1)]
     partition = "".join(f"{name} {_split(index, n)}\n" for index, name in enumerate(names, start=1))
     (out_dir / "list_eval_partition.txt").write_text(partition)
-    # CelebA's format: the count, the names, then the file name and each value as "%2d" after a space.
+    # CelebA's format: the count, the names, then per image its file name and each value as "%2d"
+    # after a space: "000001.png -1  1  1 -1".
     table = [str(n), " ".join(SYNTHETIC_ATTRIBUTES)]
-    table += [name + " " + " ".join(f"{value:2d}" for value in row) for name, row in zip(names, rows)]
+    for name, row in zip(names, rows):
+        table.append(name + " " + " ".join(f"{value:2d}" for value in row))
     temporary = attribute_file.with_suffix(".partial")
     temporary.write_text("\n".join(table) + "\n")
     temporary.replace(attribute_file)
@@ -411,13 +420,13 @@ def generate(out_dir: str | Path, n: int, size: int = 64, seed: int = 0, fmt: st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a synthetic CelebA-format dataset of cartoon faces.")
+    parser = argparse.ArgumentParser(description="Write a CelebA-format dataset of cartoon faces.")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--n", type=int, default=20_000, help="number of images")
     parser.add_argument("--size", type=int, default=64, help="image width and height in pixels")
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same dataset")
     parser.add_argument("--format", choices=["png", "jpg"], default="png", help="image file format")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes drawing faces")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="drawing processes")
     args = parser.parse_args(argv)
     if args.n <= 0:
         parser.error(f"--n {args.n}: expected a positive number of images")

@@ -300,6 +300,17 @@ def rng_state_for_rank(checkpoint: dict, info: Distributed) -> dict:
     return states[info.rank]
 
 
+def replica_difference(model: torch.nn.Module, info: Distributed) -> float:
+    """The largest difference between any weight on this rank and the same weight on another:
+    0 when DistributedDataParallel kept every replica in step."""
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])  # (num_params,)
+    if info.world_size == 1:
+        return 0.0
+    replicas = [torch.empty_like(flat) for _ in range(info.world_size)]
+    dist.all_gather(replicas, flat)
+    return max((replica - flat).abs().max().item() for replica in replicas)
+
+
 def cleanup_distributed(info: Distributed) -> None:
     if info.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()

@@ -21,12 +21,12 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    """Multi-head attention over tokens: x (B, L, D) attends to context (B, L_ctx, D_ctx) or to itself."""
+    """Multi-head attention: tokens x (B, L, D) attend to a context (B, L_ctx, D_ctx) or to x."""
 
     def __init__(self,
-        query_dim: int,                     # D, width of the tokens x (and of the output)
-        context_dim: int | None = None,     # D_ctx, width of the context tokens; None = self-attention (D_ctx = D)
-        num_heads: int = 4,                 # heads; each sees d = D / num_heads channels, so it must divide D
+        query_dim: int,                     # D, width of the tokens x and of the output
+        context_dim: int | None = None,     # D_ctx of the context tokens; None = self-attention
+        num_heads: int = 4,                 # heads of width d = D / num_heads; must divide D
     ):
         super().__init__()
         if query_dim % num_heads != 0:
@@ -43,25 +43,25 @@ class Attention(nn.Module):
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L, D); context (B, L_ctx, D_ctx) or None for x itself;
         mask (B, L_ctx) bool, True = keep this key, False = padding that gets no weight.
-        Every query needs at least one kept key (a row with none gives NaN)."""
+        Keep at least one key per sample: with none the result depends on the kernel (zeros or NaN)."""
         context = x if context is None else context
         B, L, D = x.shape
         L_ctx = context.shape[1]
         heads, d = self.num_heads, self.head_dim
         # project, then split the width into heads
-        q = self.to_q(x).reshape(B, L, heads, d).transpose(1, 2)                # (B, heads, L, d)
-        k = self.to_k(context).reshape(B, L_ctx, heads, d).transpose(1, 2)      # (B, heads, L_ctx, d)
-        v = self.to_v(context).reshape(B, L_ctx, heads, d).transpose(1, 2)      # (B, heads, L_ctx, d)
+        q = self.to_q(x).reshape(B, L, heads, d).transpose(1, 2)            # (B, heads, L, d)
+        k = self.to_k(context).reshape(B, L_ctx, heads, d).transpose(1, 2)  # (B, heads, L_ctx, d)
+        v = self.to_v(context).reshape(B, L_ctx, heads, d).transpose(1, 2)  # (B, heads, L_ctx, d)
         if mask is not None:
             if mask.dtype != torch.bool or mask.shape != (B, L_ctx):
                 raise ValueError(f"mask must be a bool tensor of shape {(B, L_ctx)} (True = keep), "
                                  f"got {mask.dtype} {tuple(mask.shape)}")
             # SDPA's bool mask: True = may attend. Broadcast over heads and queries.
-            mask = mask[:, None, None, :]                                       # (B, 1, 1, L_ctx)
+            mask = mask[:, None, None, :]                                   # (B, 1, 1, L_ctx)
         # softmax(q k^T / sqrt(d)) v, by PyTorch's fused kernel
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)           # (B, heads, L, d)
-        out = out.transpose(1, 2).reshape(B, L, D)                              # (B, L, D) heads side by side
-        return self.to_out(out)                                                 # (B, L, D)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)       # (B, heads, L, d)
+        out = out.transpose(1, 2).reshape(B, L, D)                          # (B, L, heads * d = D)
+        return self.to_out(out)                                             # (B, L, D)
 
 
 class SpatialSelfAttention(nn.Module):

@@ -14,7 +14,7 @@ from torch import nn
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of timesteps t (B,), integer or float, as a float32 tensor (B, dim).  # [P5]
+    """Sinusoidal embedding of timesteps t (B,), integer or float -> float32 (B, dim). [P5]
 
         frequency_i = exp(-log(max_period) * i / half)       i = 0 .. half-1,  half = dim / 2
         embedding   = [sin(t * frequency_0), ..., sin(t * frequency_{half-1}),
@@ -22,19 +22,21 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
     The first half holds sines, the second cosines; frequencies run from 1 (one radian per step)
     down to 1 / max_period, so neighbouring t differ in the fast channels and distant t in the
-    slow ones. Every value lies in [-1, 1]; t = 0 gives sines 0 and cosines 1.
+    slow ones. Every value lies in [-1, 1]; t = 0 gives sines 0 and cosines 1. (Dividing by
+    half follows ADM and diffusers; DDPM's original code divides by half - 1, a negligible change.)
     """
     if dim % 2 != 0:
-        raise ValueError(f"timestep embedding dim must be even (half sines, half cosines), got {dim}")
+        raise ValueError(f"timestep embedding dim must be even (half sines, half cosines), "
+                         f"got {dim}")
     half = dim // 2
-    exponents = torch.arange(half, dtype=torch.float32, device=t.device) / half        # (half,) i / half
-    frequencies = torch.exp(-math.log(max_period) * exponents)                        # (half,)
-    angles = t.float()[:, None] * frequencies[None, :]                                # (B, half)
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)                   # (B, dim)
+    exponents = torch.arange(half, dtype=torch.float32, device=t.device) / half  # (half,) i / half
+    frequencies = torch.exp(-math.log(max_period) * exponents)                  # (half,)
+    angles = t.float()[:, None] * frequencies[None, :]                          # (B, half)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)             # (B, dim)
 
 
 class TimestepEmbedding(nn.Module):
-    """t (B,) -> sinusoidal code (B, frequency_dim) -> Linear -> SiLU -> Linear -> (B, time_dim).  # [P5]
+    """t (B,) -> sinusoidal code (B, frequency_dim) -> Linear, SiLU, Linear -> (B, time_dim). [P5]
 
     DDPM uses frequency_dim = the UNet's base channels and time_dim = 4 x base channels.
     """
@@ -45,7 +47,8 @@ class TimestepEmbedding(nn.Module):
     ):
         super().__init__()
         if frequency_dim % 2 != 0:
-            raise ValueError(f"frequency_dim must be even (half sines, half cosines), got {frequency_dim}")
+            raise ValueError(f"frequency_dim must be even (half sines, half cosines), "
+                             f"got {frequency_dim}")
         self.frequency_dim = frequency_dim
         self.mlp = nn.Sequential(
             nn.Linear(frequency_dim, time_dim),

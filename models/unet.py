@@ -24,7 +24,7 @@ from models.embeddings import TimestepEmbedding
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-Conv, + time embedding, GroupNorm-SiLU-Dropout-Conv, + skip.  # [P5]"""
+    """GroupNorm-SiLU-Conv, + time embedding, GroupNorm-SiLU-Dropout-Conv, + skip path. [P5]"""
 
     def __init__(self, in_channels: int, out_channels: int, time_dim: int, dropout: float = 0.0,
                  num_groups: int = 32):
@@ -88,18 +88,18 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t): noisy images or latents (B, C, H, W) and timesteps (B,) -> (B, C_out, H, W).  # [P5]"""
+    """eps_theta(x_t, t): noisy images or latents (B, C_in, H, W), timesteps (B,) -> (B, C_out, H, W)."""
 
     def __init__(self,
-        in_channels: int = 3,               # C of the input: 3 for RGB pixels, the latent channels for latents
-        out_channels: int | None = None,    # C of the output; None = in_channels (the predicted noise)
-        base_channels: int = 64,            # channels of level 0; level i has base_channels * channel_mult[i]
-        channel_mult: tuple = (1, 2, 2, 2), # one multiplier per level; H and W must divide by 2^(levels-1)
-        num_res_blocks: int = 2,            # ResBlocks per level on the down path (num_res_blocks + 1 going up)
+        in_channels: int = 3,               # C_in: 3 for RGB pixels, the latent channels for latents
+        out_channels: int | None = None,    # C_out; None = in_channels (the predicted noise)
+        base_channels: int = 64,            # level i has base_channels * channel_mult[i] channels
+        channel_mult: tuple = (1, 2, 2, 2), # one multiplier per level; H, W must divide by 2^(levels-1)
+        num_res_blocks: int = 2,            # ResBlocks per level going down (one more going up)
         attention_levels: tuple = (1,),     # level indices with self-attention (0 = full resolution)
         dropout: float = 0.0,               # dropout inside the ResBlocks (DDPM: 0.1 on CIFAR-10)
-        num_heads: int = 4,                 # attention heads; must divide the channels of attended levels
-        num_groups: int = 32,               # GroupNorm groups; must divide base_channels * every multiplier
+        num_heads: int = 4,                 # attention heads; must divide the width of attended levels
+        num_groups: int = 32,               # GroupNorm groups; must divide every width of the UNet
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -107,12 +107,13 @@ class UNet(nn.Module):
         level_channels = [base_channels * mult for mult in channel_mult]
         for channels in [base_channels] + level_channels:
             if channels % num_groups != 0:
-                raise ValueError(f"num_groups={num_groups} must divide every channel count of the UNet "
-                                 f"(base_channels {base_channels} x channel_mult {tuple(channel_mult)}); "
-                                 f"{channels} is not divisible")
+                raise ValueError(f"num_groups={num_groups} must divide every width of the UNet, "
+                                 f"base_channels={base_channels} times each of channel_mult="
+                                 f"{tuple(channel_mult)}, but not {channels}")
         for level in attention_levels:
             if not 0 <= level < num_levels:
-                raise ValueError(f"attention level {level} does not exist: levels run from 0 to {num_levels - 1}")
+                raise ValueError(f"attention level {level} does not exist: levels run from 0 "
+                                 f"to {num_levels - 1}")
             if level_channels[level] % num_heads != 0:
                 raise ValueError(f"num_heads={num_heads} must divide the {level_channels[level]} "
                                  f"channels of attention level {level}")
@@ -125,12 +126,13 @@ class UNet(nn.Module):
 
         # Down path: remember the channels of every output, each becomes a skip connection.
         channels, skip_channels = base_channels, [base_channels]
-        self.down = nn.ModuleList()         # level -> its UNetBlocks
+        self.down = nn.ModuleList()         # per level, its UNetBlocks
         self.downsamples = nn.ModuleList()  # one per level except the last
         for level, out_ch in enumerate(level_channels):
             blocks = nn.ModuleList()
             for _ in range(num_res_blocks):
-                blocks.append(UNetBlock(channels, out_ch, attention=level in attention_levels, **block))
+                blocks.append(UNetBlock(channels, out_ch, attention=level in attention_levels,
+                                        **block))
                 channels = out_ch
                 skip_channels.append(channels)
             self.down.append(blocks)
@@ -144,7 +146,7 @@ class UNet(nn.Module):
         self.middle_res2 = ResBlock(channels, channels, time_dim, dropout, num_groups)
 
         # Up path, from the lowest resolution to the highest; each block eats one skip.
-        self.up = nn.ModuleList()           # lowest level first -> its UNetBlocks
+        self.up = nn.ModuleList()           # per level, lowest resolution first, its UNetBlocks
         self.upsamples = nn.ModuleList()    # one per level except the top
         for level in reversed(range(num_levels)):
             blocks = nn.ModuleList()
@@ -163,34 +165,38 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x (B, C_in, H, W) noisy input x_t; t (B,) timesteps, int or float (a single t is shared)."""
+        """x_t (B, C_in, H, W); t (B,) timesteps, int or float (a 0-d t is shared by the batch)."""
         B, _, H, W = x.shape
         factor = self.downsampling_factor
         if H % factor != 0 or W % factor != 0:
             raise ValueError(f"input size {H}x{W} is not divisible by {factor}, the UNet's "
                              f"downsampling factor (2^(levels-1))")
-        t = torch.as_tensor(t, device=x.device).expand(B)              # (B,)
-        time_emb = self.time_embedding(t)                              # (B, 4*base)
+        t = torch.as_tensor(t, device=x.device).expand(B)          # (B,)
+        time_emb = self.time_embedding(t)                          # (B, 4*base)
 
-        h = self.conv_in(x)                                            # (B, base, H, W)
+        # Down path; level i works at (H_i, W_i) = (H, W) / 2^i with C_i channels.
+        h = self.conv_in(x)                                        # (B, base, H, W)
         skips = [h]
-        for level, blocks in enumerate(self.down):                     # level works at H/2^level
+        for level, blocks in enumerate(self.down):
             for block in blocks:
-                h = block(h, time_emb)                                 # (B, C_level, H/2^level, W/2^level)
+                h = block(h, time_emb)                             # (B, C_i, H_i, W_i)
                 skips.append(h)
             if level < len(self.downsamples):
-                h = self.downsamples[level](h)                         # (B, C_level, H/2^(level+1), ...)
+                h = self.downsamples[level](h)                     # (B, C_i, H_i / 2, W_i / 2)
                 skips.append(h)
 
-        h = self.middle_res1(h, time_emb)                              # (B, C_last, H/f, W/f)
+        # Middle, at the lowest resolution (H / factor, W / factor).
+        h = self.middle_res1(h, time_emb)
         h = self.middle_attention(h)
         h = self.middle_res2(h, time_emb)
 
-        for i, blocks in enumerate(self.up):                           # lowest resolution first
+        # Up path, lowest resolution first; the skips come back in reverse order.
+        for i, blocks in enumerate(self.up):
             for block in blocks:
                 # [P5] skip connection: concatenate the down path's features of the same size
-                h = block(torch.cat([h, skips.pop()], dim=1), time_emb)   # (B, C_level, ...)
+                h = torch.cat([h, skips.pop()], dim=1)             # (B, C + C_skip, H_i, W_i)
+                h = block(h, time_emb)                             # (B, C_i, H_i, W_i)
             if i < len(self.upsamples):
-                h = self.upsamples[i](h)                               # (B, C_level, 2x H, 2x W)
+                h = self.upsamples[i](h)                           # (B, C_i, 2 H_i, 2 W_i)
 
-        return self.out(h)                                             # (B, C_out, H, W)
+        return self.out(h)                                         # (B, C_out, H, W)

@@ -31,7 +31,8 @@ def test_timestep_embedding_closed_form():
     expected = torch.tensor([math.sin(1.0), math.sin(0.01), math.cos(1.0), math.cos(0.01)])
     torch.testing.assert_close(e[1], expected)
     # float timesteps are fine too (the same formula)
-    torch.testing.assert_close(timestep_embedding(torch.tensor([0.5]), 4)[0, 0], torch.tensor(math.sin(0.5)))
+    half_step = timestep_embedding(torch.tensor([0.5]), 4)[0, 0]
+    torch.testing.assert_close(half_step, torch.tensor(math.sin(0.5)))
 
 
 def test_timestep_embedding_bounded_and_distinct():

@@ -1,0 +1,137 @@
+"""The stage-1 scripts end to end, as a user runs them: train_unconditional.py and sample.py.
+
+Tiny models on a tiny synthetic set, so each run takes seconds on a CPU.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--data", "synthetic:64", "--image-size", "16", "--base-channels", "32",
+        "--channel-mult", "1", "2", "--num-res-blocks", "1", "--attention-levels", "1",
+        "--batch-size", "8", "--num-samples", "4", "--sample-steps", "4", "--sample-every", "0",
+        "--log-every", "1", "--device", "cpu", "--warmup-steps", "2", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def run(args, check=True, **kwargs):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def losses(out: Path) -> dict[int, float]:
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows}
+
+
+def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, cache_dir):
+    common = ["train_unconditional.py", *TINY, "--cache-dir", cache_dir, "--ckpt-every", "1000"]
+    straight = tmp_path / "straight"
+    run([*common, "--steps", "12", "--out", str(straight)])
+
+    # Stop a long run with SIGTERM part-way: it saves a checkpoint at the step it reached.
+    stopped = tmp_path / "stopped"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, *common, "--steps", "100000", "--out", str(stopped)],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        metrics = stopped / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    stopped_at = torch.load(stopped / "checkpoint.pt", weights_only=True)["step"]
+    assert 3 <= stopped_at < 12, "the run should stop within the first 12 steps; slow machine?"
+
+    run([*common, "--steps", "12", "--out", str(stopped), "--resume"])
+    expected, resumed = losses(straight), losses(stopped)
+    assert sorted(resumed) == list(range(1, 13))  # no step lost or logged twice
+    for step in range(1, 13):
+        assert resumed[step] == expected[step], f"step {step}: {resumed[step]} != {expected[step]}"
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    assert (stopped / "loss.png").exists() and (stopped / "samples" / "step_000012.png").exists()
+
+
+def test_sample_writes_files_is_deterministic_and_strength_zero_returns_the_input(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    run(["train_unconditional.py", *TINY, "--cache-dir", cache_dir, "--steps", "3",
+         "--out", str(out)])
+    ckpt = str(out / "checkpoint.pt")
+    args = ["sample.py", "--ckpt", ckpt, "--n", "5", "--seed", "3", "--device", "cpu"]
+    run([*args, "--sampler", "ddim", "--steps", "5", "--out", str(tmp_path / "a.png"),
+         "--out-dir", str(tmp_path / "each"), "--trajectory"])
+    run([*args, "--sampler", "ddim", "--steps", "5", "--out", str(tmp_path / "b.png")])
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert len(list((tmp_path / "each").glob("*.png"))) == 5
+    assert (tmp_path / "a_trajectory.png").exists()
+    run([*args, "--sampler", "ddpm", "--out", str(tmp_path / "c.png")])
+    assert np.asarray(Image.open(tmp_path / "c.png")).shape == (3 * 17 + 1, 2 * 17 + 1, 3)  # 5 images: 2 columns, 3 rows
+
+    # --strength 0: the re-noised start is the input itself and no step runs.
+    face = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(face).save(tmp_path / "face.png")
+    run([*args, "--n", "1", "--init-image", str(tmp_path / "face.png"), "--strength", "0",
+         "--out", str(tmp_path / "same.png")])
+    same = np.asarray(Image.open(tmp_path / "same.png"))  # a one-image grid has no padding
+    assert np.abs(same.astype(int) - face.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "-5"], "--steps -5: expected a positive number"),
+    (["--batch-size", "0"], "--batch-size 0: expected a positive number"),
+    (["--image-size", "17"], "--image-size 17: must be divisible by 2"),
+    (["--data", "/no/such/folder"], "/no/such/folder"),
+    (["--resume", "--out", "/no/such/run"], "no such file"),
+])
+def test_train_rejects_bad_input_in_one_line(args, message, cache_dir):
+    result = run(["train_unconditional.py", *TINY, "--cache-dir", cache_dir, "--steps", "2", *args],
+                 check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sample_rejects_a_checkpoint_of_the_wrong_kind(tmp_path):
+    torch.save({"kind": "vae", "config": {}}, tmp_path / "vae.pt")
+    (tmp_path / "broken.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    for name, message in (("vae.pt", "is a 'vae' checkpoint, expected 'ddpm'"),
+                          ("broken.pt", "unreadable")):
+        result = run(["sample.py", "--ckpt", str(tmp_path / name)], check=False)
+        assert result.returncode == 2 and message in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_two_processes_under_ddp_end_with_identical_weights(tmp_path, cache_dir):
+    out = tmp_path / "ddp"
+    result = run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "train_unconditional.py", *TINY, "--cache-dir", cache_dir, "--steps", "4",
+         "--out", str(out)])
+    assert "DDP: the weights of the 2 processes differ by at most 0.0\n" in result.stdout
+    log = losses(out)
+    assert sorted(log) == [1, 2, 3, 4]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert len(ckpt["rng"]) == 2  # each rank's noise state, for an exact resume
