@@ -16,8 +16,14 @@ $(VENV)/.installed: requirements.txt
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
+# The end-to-end demo on the embedded synthetic faces, CPU presets. It runs the stages that
+# exist so far (stage 1: pixel DDPM); later stages add their lines here.
+DEMO := runs/demo
 demo: $(VENV)/.installed
-	$(PY) demo.py
+	$(PY) train_unconditional.py --preset cpu --out $(DEMO)/unconditional
+	$(PY) sample.py --ckpt $(DEMO)/unconditional/checkpoint.pt --n 64 --sampler ddim --steps 50 \
+		--out $(DEMO)/unconditional_samples.png --trajectory
+	@echo "demo done: see $(DEMO)/unconditional_samples.png, $(DEMO)/unconditional/loss.png"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -46,7 +46,7 @@ class Config:
     image_size: int = opt(32, "training resolution in pixels (the video uses 32x32x3)")
     augment: bool = opt(True, "random flip, small rotation, brightness and contrast [P6]")
     # model [P5]
-    base_channels: int = opt(64, "channels of the UNet's first level")
+    base_channels: int = opt(96, "channels of the UNet's first level")
     channel_mult: tuple = opt((1, 2, 2, 2), "channel multiplier per level (one level per entry)")
     num_res_blocks: int = opt(2, "residual blocks per level")
     attention_levels: tuple = opt((1, 2), "level indices (0 = full resolution) with self-attention")
@@ -58,7 +58,7 @@ class Config:
     beta_schedule: str = opt("linear", "linear (DDPM, the video) or cosine (Nichol & Dhariwal)")
     prediction_type: str = opt("epsilon", "what the UNet predicts: epsilon (the video) or v")
     # optimisation
-    steps: int = opt(40_000, "optimizer steps in total")
+    steps: int = opt(30_000, "optimizer steps in total")
     batch_size: int = opt(128, "images per step (summed over processes under torchrun)")
     lr: float = opt(2e-4, "Adam learning rate after warm-up (DDPM used 2e-4)")
     warmup_steps: int = opt(1000, "linear learning-rate warm-up")
@@ -81,9 +81,9 @@ class Config:
 PRESETS = {
     "cpu": dict(_doc="a small UNet that learns the synthetic faces in a few minutes on a CPU",
                 base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(2,),
-                dropout=0.0, steps=1500, batch_size=32, lr=1e-3, warmup_steps=100,
-                ema_decay=0.995, log_every=25, sample_every=500, ckpt_every=500, num_samples=64,
-                sample_steps=50, out="runs/unconditional_cpu"),
+                dropout=0.0, channels_last=False, steps=1500, batch_size=32, lr=1e-3,
+                warmup_steps=100, ema_decay=0.995, log_every=25, sample_every=500,
+                ckpt_every=500, out="runs/unconditional_cpu"),
 }
 
 
