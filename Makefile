@@ -21,7 +21,7 @@ test: $(VENV)/.installed
 DEMO := runs/demo
 demo: $(VENV)/.installed
 	$(PY) train_unconditional.py --preset cpu --out $(DEMO)/unconditional
-	$(PY) sample.py --ckpt $(DEMO)/unconditional/checkpoint.pt --n 64 --sampler ddim --steps 50 \
+	$(PY) sample.py --ckpt $(DEMO)/unconditional/checkpoint.pt --n 64 --sampler ddim --steps 100 --eta 1 \
 		--out $(DEMO)/unconditional_samples.png --trajectory
 	@echo "demo done: see $(DEMO)/unconditional_samples.png, $(DEMO)/unconditional/loss.png"
 

@@ -73,6 +73,8 @@ class Config:
     ckpt_every: int = opt(2000, "steps between checkpoints")
     num_samples: int = opt(64, "images in each sample grid")
     sample_steps: int = opt(50, "DDIM steps for the sample grids")
+    sample_eta: float = opt(0.0, "DDIM noise for the sample grids: 0 deterministic, 1 DDPM-like "
+                                 "(1 hides the grain a briefly trained model leaves)")
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
@@ -81,9 +83,9 @@ class Config:
 PRESETS = {
     "cpu": dict(_doc="a small UNet that learns the synthetic faces in a few minutes on a CPU",
                 base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(2,),
-                dropout=0.0, channels_last=False, steps=1500, batch_size=32, lr=1e-3,
+                dropout=0.0, channels_last=False, steps=1000, batch_size=32, lr=1e-3,
                 warmup_steps=100, ema_decay=0.995, log_every=25, sample_every=500,
-                ckpt_every=500, out="runs/unconditional_cpu"),
+                ckpt_every=500, sample_steps=100, sample_eta=1.0, out="runs/unconditional_cpu"),
 }
 
 
@@ -115,6 +117,7 @@ def check_config(cfg: Config) -> None:
     require(all(0 <= level < len(cfg.channel_mult) for level in cfg.attention_levels),
             f"--attention-levels {cfg.attention_levels}: levels run from 0 to "
             f"{len(cfg.channel_mult) - 1}")
+    require(0.0 <= cfg.sample_eta <= 1.0, f"--sample-eta {cfg.sample_eta}: expected 0 to 1")
     require(cfg.sample_steps <= cfg.num_train_timesteps,
             f"--sample-steps {cfg.sample_steps}: at most --num-train-timesteps")
 
@@ -184,7 +187,7 @@ def main():
         x_T = torch.randn(cfg.num_samples, 3, cfg.image_size, cfg.image_size,
                           generator=generator).to(device)
         images = sample(lambda x_t, t: ema.model(x_t, t), sample_scheduler, x_T,
-                        generator=generator, progress=False)
+                        eta=cfg.sample_eta, generator=generator, progress=False)
         save_grid(images, out / "samples" / f"step_{step:06d}.png")
 
     # ---- Train -------------------------------------------------------------------------------

@@ -1,0 +1,338 @@
+"""Stage 2: the KL autoencoder that latent diffusion runs in (video points 9-11).
+
+[P10] An encoder compresses a 128x128x3 image into a 32x32x3 latent (factor 4) and a decoder
+reconstructs it. [P11] It is trained, as in latent diffusion (Rombach et al. 2022), with an L1
+reconstruction loss, a VGG perceptual loss on the first three blocks, a very small KL term that
+keeps the latents bounded, and a PatchGAN discriminator switched on after --disc-start steps:
+
+    autoencoder step:    L_AE = L1 + w_p * perceptual + w_kl * KL + lambda * w_gan * (-mean D(x_rec))
+    discriminator step:  L_D  = 0.5 * (mean relu(1 - D(x)) + mean relu(1 + D(x_rec)))
+
+    python train_vae.py                           # laptop-GPU default: 128x128 -> 32x32x3
+    python train_vae.py --preset cpu              # 64x64 -> 16x16x3 in a few minutes on a CPU
+    python train_vae.py --preset cpu --resume --encode-latents   # (re)write the latent cache
+
+At the end it measures the standard deviation of the latents and stores scale_factor = 1/std in
+the checkpoint, so that diffusion sees unit-variance latents, and with --encode-latents (on by
+default) it encodes the train and val splits once into OUT/latents_{split}.pt for train_ldm.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data import load_dataset
+from data.augment import augment
+from diffusion.training import (BatchSampler, MetricLogger, StopFlag, any_rank, autocast,
+                                cleanup_distributed, config_diff, gather_rng_states,
+                                load_checkpoint, main_guard, main_process_first, opt,
+                                parse_config, require, rng_state_for_rank, save_checkpoint,
+                                save_grid, seed_everything, set_rng_state, setup_distributed,
+                                wrap_ddp)
+from models.discriminator import PatchDiscriminator
+from models.losses import (adaptive_gan_weight, generator_loss, hinge_d_loss, kl_loss,
+                           kl_weight_note, reconstruction_loss)
+from models.metrics import psnr, ssim
+from models.perceptual import build_perceptual_loss
+from models.vae import AutoencoderKL
+
+
+@dataclass
+class Config:
+    # data
+    data: str = opt("synthetic", "'synthetic', 'synthetic:N', a CelebA folder, or an image folder")
+    cache_dir: str = opt("cache", "where decoded images and the synthetic dataset are kept")
+    image_size: int = opt(128, "training resolution (the video: 128x128 images, 32x32 latents)")
+    augment: bool = opt(True, "random flip, small rotation, brightness and contrast")
+    # model [P10]
+    base_channels: int = opt(64, "channels of the first level (GroupNorm: multiples of 32)")
+    channel_mult: tuple = opt((1, 2, 4), "multiplier per level; downsampling factor 2^(levels-1)")
+    num_res_blocks: int = opt(2, "residual blocks per level")
+    latent_channels: int = opt(3, "channels of the latent (3, as in the video)")
+    attention: bool = opt(True, "self-attention in the middle blocks")
+    # losses [P11]; every term is a MEAN over its elements and the batch (models/losses.py)
+    perceptual: str = opt("vgg", "vgg (ImageNet weights if found, else fixed random ones) or none")
+    vgg_weights: str = opt("", "a torchvision vgg16 state-dict file (optional)")
+    perceptual_weight: float = opt(1.0, "w_p, weight of the perceptual loss")
+    kl_weight: float = opt(1e-6, "w_kl on the per-element MEAN KL (the video: very small)")
+    disc_start: int = opt(5000, "step at which the discriminator and its loss switch on")
+    disc_weight: float = opt(0.5, "w_gan, on top of the adaptive weight lambda (LDM: 0.5)")
+    disc_channels: int = opt(64, "width of the PatchGAN's first layer")
+    disc_layers: int = opt(3, "stride-2 layers of the PatchGAN")
+    # optimisation
+    steps: int = opt(30_000, "optimizer steps in total")
+    batch_size: int = opt(16, "images per step (summed over processes under torchrun)")
+    lr: float = opt(1e-4, "Adam learning rate of both optimizers, betas (0.5, 0.9) as in LDM")
+    warmup_steps: int = opt(500, "linear learning-rate warm-up")
+    precision: str = opt("fp32", "fp32, bf16 or fp16 (CUDA only)")
+    # bookkeeping
+    out: str = opt("runs/vae", "output folder")
+    log_every: int = opt(50, "steps between metric lines")
+    eval_every: int = opt(2000, "steps between held-out PSNR / SSIM and a reconstruction grid")
+    eval_images: int = opt(256, "held-out images for PSNR and SSIM")
+    ckpt_every: int = opt(2000, "steps between checkpoints")
+    scale_images: int = opt(1024, "training images whose latents set the scale factor")
+    encode_latents: bool = opt(True, "at the end, encode train and val into OUT/latents_*.pt")
+    seed: int = opt(0, "random seed")
+    device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
+
+
+PRESETS = {
+    "cpu": dict(_doc="64x64 faces -> 16x16x3 latents, a small autoencoder, a few minutes on a CPU",
+                image_size=64, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                steps=1500, batch_size=16, lr=4e-4, warmup_steps=100, disc_start=1000,
+                disc_channels=32, log_every=25, eval_every=500, eval_images=256,
+                ckpt_every=500, out="runs/vae_cpu"),
+}
+
+
+def build_vae(cfg: dict) -> AutoencoderKL:
+    """The autoencoder described by a config (later stages rebuild it from the checkpoint)."""
+    return AutoencoderKL(base_channels=cfg["base_channels"], channel_mult=tuple(cfg["channel_mult"]),
+                         num_res_blocks=cfg["num_res_blocks"],
+                         latent_channels=cfg["latent_channels"], attention=cfg["attention"])
+
+
+def check_config(cfg: Config) -> None:
+    for name in ("steps", "batch_size", "log_every", "eval_every", "eval_images", "ckpt_every",
+                 "scale_images", "image_size", "base_channels", "num_res_blocks", "latent_channels"):
+        value = getattr(cfg, name)
+        require(value > 0, f"--{name.replace('_', '-')} {value}: expected a positive number")
+    require(cfg.lr > 0, f"--lr {cfg.lr}: expected a positive number")
+    require(cfg.disc_start >= 0, f"--disc-start {cfg.disc_start}: expected 0 or more")
+    require(cfg.perceptual in ("vgg", "none"), f"--perceptual {cfg.perceptual!r}: expected vgg or none")
+    factor = 2 ** (len(cfg.channel_mult) - 1)
+    require(cfg.image_size % factor == 0,
+            f"--image-size {cfg.image_size}: must be divisible by {factor}, the autoencoder's "
+            f"downsampling factor for {len(cfg.channel_mult)} levels")
+
+
+@torch.no_grad()
+def evaluate(vae, dataset, cfg, device) -> tuple[dict, torch.Tensor]:
+    """Held-out PSNR and SSIM of mode reconstructions, and a grid of 8 inputs above 8 outputs."""
+    vae.eval()
+    scores, first = {"psnr": [], "ssim": []}, None
+    count = min(cfg.eval_images, len(dataset))
+    for start in range(0, count, cfg.batch_size):
+        x = dataset.batch(torch.arange(start, min(start + cfg.batch_size, count)), device)["image"]
+        with autocast(device, cfg.precision):
+            x_rec, _ = vae(x, sample_posterior=False)
+        x_rec = x_rec.float().clamp(-1, 1)
+        scores["psnr"].append(psnr(x, x_rec))
+        scores["ssim"].append(ssim(x, x_rec))
+        if first is None:
+            first = torch.cat([x[:8], x_rec[:8]])  # inputs above outputs
+    vae.train()
+    return {name: torch.cat(values).mean().item() for name, values in scores.items()}, first
+
+
+@torch.no_grad()
+def latent_std(vae, dataset, cfg, device) -> float:
+    """Standard deviation of z ~ q(z | x) over `scale_images` training images (LDM's scale_factor
+    is 1 / this), computed in float64 sums so it does not drift over many batches."""
+    vae.eval()
+    total, total_sq, n = 0.0, 0.0, 0
+    for start in range(0, min(cfg.scale_images, len(dataset)), cfg.batch_size):
+        stop = min(start + cfg.batch_size, cfg.scale_images, len(dataset))
+        x = dataset.batch(torch.arange(start, stop), device)["image"]
+        z = vae.encode(x).sample().double()
+        total, total_sq, n = total + z.sum().item(), total_sq + (z * z).sum().item(), n + z.numel()
+    vae.train()
+    mean = total / n
+    return math.sqrt(total_sq / n - mean**2)
+
+
+@torch.no_grad()
+def encode_dataset(vae, dataset, cfg, device, path: Path, scale_factor: float) -> None:
+    """Encode every image of a split once: the posterior mean and std as float16 (the latent
+    diffusion stage samples z = mean + std * eps from them), with the labels and captions."""
+    vae.eval()
+    means, stds = [], []
+    for start in tqdm(range(0, len(dataset), cfg.batch_size), desc=f"encoding {path.name}"):
+        x = dataset.batch(torch.arange(start, min(start + cfg.batch_size, len(dataset))),
+                          device)["image"]
+        posterior = vae.encode(x)
+        means.append(posterior.mean.half().cpu())
+        stds.append(posterior.std.half().cpu())
+    save_checkpoint(path, {
+        "kind": "latents", "mean": torch.cat(means), "std": torch.cat(stds),  # (N, C, h, w) each
+        "scale_factor": scale_factor, "data": cfg.data, "image_size": cfg.image_size,
+        "attributes": None if dataset.attributes is None else torch.from_numpy(dataset.attributes),
+        "attribute_names": dataset.attribute_names, "texts": dataset.texts})
+    vae.train()
+
+
+def main():
+    cfg = parse_config(Config, presets=PRESETS, description=__doc__.split("\n\n")[0])
+    check_config(cfg)
+    info, device = setup_distributed(cfg.device)
+    out = Path(cfg.out)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"device {device}, {info.world_size} process(es); config:")
+        print("\n".join(f"  {k} = {v}" for k, v in dataclasses.asdict(cfg).items()))
+
+    # ---- Data --------------------------------------------------------------------------------
+    with main_process_first(info):
+        dataset = load_dataset(cfg.data, cfg.image_size, split="train", cache_dir=cfg.cache_dir)
+        held_out = load_dataset(cfg.data, cfg.image_size, split="val", cache_dir=cfg.cache_dir)
+    sampler = BatchSampler(len(dataset), cfg.batch_size, cfg.seed, info.rank, info.world_size)
+    if info.is_main:
+        print(f"data: {dataset.name}, {len(dataset)} training and {len(held_out)} held-out images "
+              f"at {cfg.image_size}x{cfg.image_size}")
+
+    # ---- Models, losses, optimizers ----------------------------------------------------------
+    seed_everything(cfg.seed)
+    config = dataclasses.asdict(cfg)
+    vae = build_vae(config).to(device)
+    disc = PatchDiscriminator(base_channels=cfg.disc_channels, num_layers=cfg.disc_layers).to(device)
+    perceptual = None
+    if cfg.perceptual == "vgg":
+        perceptual, description = build_perceptual_loss(cfg.vgg_weights or None,
+                                                        allow_download=info.is_main)
+        perceptual = perceptual.to(device)
+    else:
+        description = "perceptual loss: none (--perceptual none): L1, KL and GAN terms only"
+    if info.is_main:
+        print(description)
+        print(f"losses are means over elements and batch; "
+              f"{kl_weight_note(cfg.kl_weight, cfg.latent_channels, vae.downsampling_factor)}")
+        print(f"autoencoder: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters, "
+              f"latents {cfg.latent_channels}x{cfg.image_size // vae.downsampling_factor}x"
+              f"{cfg.image_size // vae.downsampling_factor}; discriminator "
+              f"{sum(p.numel() for p in disc.parameters()) / 1e6:.2f}M")
+    opt_ae = torch.optim.Adam(vae.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    start_step, scale_factor = 0, None
+    checkpoint_path = out / "checkpoint.pt"
+    if cfg.resume:
+        state = load_checkpoint(checkpoint_path, kind="vae")
+        changed = [k for k in config_diff(state["config"], config)
+                   if k not in ("resume", "encode_latents", "steps")]
+        if info.is_main and changed:
+            print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
+        vae.load_state_dict(state["model"])
+        disc.load_state_dict(state["discriminator"])
+        opt_ae.load_state_dict(state["optimizer"])
+        opt_d.load_state_dict(state["optimizer_discriminator"])
+        start_step, scale_factor = state["step"], state.get("scale_factor")
+        set_rng_state(rng_state_for_rank(state, info), device)
+        if info.is_main:
+            print(f"resumed from {checkpoint_path} at step {start_step}")
+    else:
+        torch.manual_seed(cfg.seed + info.rank)
+    train_vae, train_disc = wrap_ddp(vae, device, info), wrap_ddp(disc, device, info)
+
+    def save(step: int) -> None:
+        rng = gather_rng_states(device, info)
+        if info.is_main:
+            save_checkpoint(checkpoint_path, {
+                "kind": "vae", "config": config, "step": step, "model": vae.state_dict(),
+                "discriminator": disc.state_dict(), "optimizer": opt_ae.state_dict(),
+                "optimizer_discriminator": opt_d.state_dict(), "scale_factor": scale_factor,
+                "rng": rng})
+
+    # ---- Train -------------------------------------------------------------------------------
+    logger = MetricLogger(out, resume_step=start_step, enabled=info.is_main)
+    stop = StopFlag()
+    progress = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
+                    disable=not info.is_main, desc="train vae", dynamic_ncols=True)
+    sums, count, last_time = {}, 0, time.time()
+    zero = torch.zeros((), device=device)
+    for step in progress:
+        x = dataset.batch(sampler(step), device)["image"]  # (B, 3, H, W) in [-1, 1]
+        if cfg.augment:
+            x = augment(x)
+        gan_on = step >= cfg.disc_start
+        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        for group in opt_ae.param_groups + opt_d.param_groups:
+            group["lr"] = lr
+
+        # 1. autoencoder step: L1 + w_p perceptual + w_kl KL + lambda w_gan generator loss [P11]
+        disc.requires_grad_(False)  # the generator loss trains the decoder, not D
+        with autocast(device, cfg.precision):
+            x_rec, posterior = train_vae(x)  # decodes z ~ q(z | x), reparameterised
+            l1 = reconstruction_loss(x, x_rec.float())
+            p_loss = perceptual(x, x_rec.float()) if perceptual is not None else zero
+            kl = kl_loss(posterior)
+            g_loss = generator_loss(disc(x_rec).float()) if gan_on else zero
+        nll = l1 + cfg.perceptual_weight * p_loss
+        gan_weight = adaptive_gan_weight(nll, g_loss, vae.last_layer) if gan_on else zero
+        loss_ae = nll + cfg.kl_weight * kl + gan_weight * cfg.disc_weight * g_loss
+        opt_ae.zero_grad(set_to_none=True)
+        loss_ae.backward()
+        opt_ae.step()
+
+        # 2. discriminator step: hinge loss on real images vs. detached reconstructions
+        disc.requires_grad_(True)
+        d_loss, logits_real, logits_fake = zero, zero, zero
+        if gan_on:
+            with autocast(device, cfg.precision):
+                logits = train_disc(torch.cat([x, x_rec.detach()])).float()  # (2B, 1, h', w')
+            logits_real, logits_fake = logits.chunk(2)
+            d_loss = hinge_d_loss(logits_real, logits_fake)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+        # ---- Bookkeeping ---------------------------------------------------------------------
+        terms = dict(loss=loss_ae, l1=l1, perceptual=p_loss, kl=kl, g_loss=g_loss, d_loss=d_loss,
+                     gan_weight=gan_weight, logits_real=logits_real.mean(),
+                     logits_fake=logits_fake.mean())
+        for name, value in terms.items():
+            sums[name] = sums.get(name, zero) + value.detach()
+        count += 1
+        done = step + 1
+        stopping = any_rank(stop.requested, info)
+        saving = done % cfg.ckpt_every == 0 or done == cfg.steps or stopping
+        if done % cfg.log_every == 0 or saving:
+            means = {name: (value / count).item() for name, value in sums.items()}
+            if not math.isfinite(means["loss"]):
+                raise SystemExit(f"error: the loss became {means['loss']} near step {done}; "
+                                 f"stopping. The last good checkpoint ({checkpoint_path}) is kept. "
+                                 "Try a lower --lr or --precision fp32.")
+            elapsed, last_time = time.time() - last_time, time.time()
+            logger.log(done, **means, lr=lr, images_per_s=count * cfg.batch_size / elapsed)
+            progress.set_postfix(l1=f"{means['l1']:.4f}", p=f"{means['perceptual']:.3f}",
+                                 d=f"{means['d_loss']:.3f}")
+            sums, count = {}, 0
+        if info.is_main and (done % cfg.eval_every == 0 or done == cfg.steps):
+            scores, grid = evaluate(vae, held_out, cfg, device)
+            logger.log(done, val_psnr=scores["psnr"], val_ssim=scores["ssim"])
+            save_grid(grid, out / "reconstructions" / f"step_{done:06d}.png", nrow=8)
+            progress.write(f"step {done}: held-out PSNR {scores['psnr']:.2f} dB, "
+                           f"SSIM {scores['ssim']:.4f}")
+        if saving:
+            if done == cfg.steps:  # [P12] unit-variance latents for diffusion: z * scale_factor
+                scale_factor = 1.0 / latent_std(vae, dataset, cfg, device)
+            save(done)
+            logger.plot()
+        if stopping:
+            if info.is_main:
+                print(f"stopped at step {done}; continue with the same command and --resume")
+            break
+    progress.close()
+
+    # ---- Latent cache for the diffusion stage ------------------------------------------------
+    finished = scale_factor is not None
+    if info.is_main and finished:
+        print(f"latent std {1 / scale_factor:.4f} -> scale_factor {scale_factor:.4f} (in the checkpoint)")
+        if cfg.encode_latents:
+            for split, data in (("train", dataset), ("val", held_out)):
+                encode_dataset(vae, data, cfg, device, out / f"latents_{split}.pt", scale_factor)
+            print(f"latents cached in {out}/latents_train.pt and latents_val.pt")
+        print(f"done: {checkpoint_path}, reconstructions in {out}/reconstructions, "
+              f"curves in {out}/loss.png")
+    cleanup_distributed(info)
+
+
+if __name__ == "__main__":
+    main_guard(main)
