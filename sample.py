@@ -32,9 +32,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=64, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise: same seed, same images")
     parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim",
-                        help="ddpm: all T stochastic steps; ddim: --steps deterministic steps")
+                        help="ddpm: all T stochastic steps; ddim: --steps steps (deterministic at --eta 0)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (ddpm always runs all T)")
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like (briefly trained models look "
+                             "cleaner at 1; see docs/07-sampling.md)")
     parser.add_argument("--out", default="samples.png", help="the grid PNG")
     parser.add_argument("--out-dir", default=None, help="also write one PNG per image here")
     parser.add_argument("--trajectory", action="store_true",

@@ -208,7 +208,7 @@ def main():
         noise = torch.randn_like(x0)  # eps ~ N(0, I)
         # [P3] 3. jump to step t in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
         x_t = scheduler.add_noise(x0, noise, t)
-        # [P4] 4. the UNet predicts the noise (or v); DDPM Algorithm 1: || eps - eps_theta(x_t, t) ||^2
+        # [P6] 4. the UNet predicts the noise (or v); DDPM Algorithm 1: || eps - eps_theta(x_t, t) ||^2
         with autocast(device, cfg.precision):
             prediction = train_model(x_t, t)
         loss = F.mse_loss(prediction.float(), scheduler.training_target(x0, noise, t))

@@ -21,7 +21,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
                        cos(t * frequency_0), ..., cos(t * frequency_{half-1})]
 
     The first half holds sines, the second cosines; frequencies run from 1 (one radian per step)
-    down to 1 / max_period, so neighbouring t differ in the fast channels and distant t in the
+    down to nearly 1 / max_period, so neighbouring t differ in the fast channels and distant t in the
     slow ones. Every value lies in [-1, 1]; t = 0 gives sines 0 and cosines 1. (Dividing by
     half follows ADM and diffusers; DDPM's original code divides by half - 1, a negligible change.)
     """

@@ -1,0 +1,82 @@
+"""Shared by the figure scripts: synthetic faces as tensors, a labelled image grid, and loading the
+EMA weights of a trained stage-1 checkpoint."""
+
+import random
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no window
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from data.synthetic import draw_face, sample_attributes  # noqa: E402
+from diffusion.training import load_checkpoint  # noqa: E402
+from train_unconditional import build_scheduler, build_unet  # noqa: E402
+
+FIGURES = Path(__file__).parent  # docs/figures/
+
+
+def synthetic_faces(seeds, size: int = 32) -> torch.Tensor:
+    """Synthetic faces (len(seeds), 3, size, size) in [-1, 1], one per seed, drawn at 64x64 and
+    shrunk with PIL's bicubic filter, as the training data cache does (data/cache.py)."""
+    faces = []
+    for seed in seeds:
+        image = draw_face(sample_attributes(random.Random(seed)), size=64, seed=seed)
+        image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        faces.append(pixels.view(size, size, 3).permute(2, 0, 1).float() / 127.5 - 1.0)
+    return torch.stack(faces)                                          # (N, 3, size, size)
+
+
+def load_ema_model(ckpt: str):
+    """The EMA UNet (eval mode, CPU), the DDPMScheduler and the config of a stage-1 checkpoint."""
+    checkpoint = load_checkpoint(ckpt, kind="ddpm")
+    config = checkpoint["config"]
+    model = build_unet(config).eval()
+    model.load_state_dict(checkpoint["ema"]["model"])
+    scheduler = build_scheduler(config, clip_sample=True)  # pixels: clip x0_pred to [-1, 1]
+    return model, scheduler, config
+
+
+def save_image_grid(images: torch.Tensor, path: Path, row_labels: list[str],
+                    column_labels: dict[int, list[str]], title: str = "", zoom: int = 3,
+                    label_width: float = 1.1, label_height: float = 0.4) -> None:
+    """Write a grid of images with a label left of every row and column labels above chosen rows.
+
+    images:        (rows, cols, 3, H, W) in [-1, 1]; every image is shown at zoom x its pixels
+    column_labels: {row index: one label per column}, printed above that row
+    """
+    rows, cols, _, H, W = images.shape
+    dpi, pad = 100, 0.06                                   # pad: inches between images
+    cell_w, cell_h = zoom * W / dpi, zoom * H / dpi        # inches per image
+    top = 0.35 if title else 0.05
+    heights = [(label_height if r in column_labels else 0) + cell_h + pad for r in range(rows)]
+    fig_w = label_width + cols * (cell_w + pad) + 0.05
+    fig_h = top + sum(heights) + 0.05
+    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    if title:
+        fig.text(0.5, 1 - 0.05 / fig_h, title, ha="center", va="top", fontsize=10)
+    y = fig_h - top                                        # inches from the bottom
+    for r in range(rows):
+        if r in column_labels:
+            for c, label in enumerate(column_labels[r]):
+                x = label_width + c * (cell_w + pad) + cell_w / 2
+                fig.text(x / fig_w, (y - label_height / 2) / fig_h, label, ha="center",
+                         va="center", fontsize=8)
+            y -= label_height
+        y -= cell_h
+        fig.text((label_width - 0.08) / fig_w, (y + cell_h / 2) / fig_h, row_labels[r],
+                 ha="right", va="center", fontsize=8)
+        for c in range(cols):
+            x = label_width + c * (cell_w + pad)
+            ax = fig.add_axes((x / fig_w, y / fig_h, cell_w / fig_w, cell_h / fig_h))
+            pixels = ((images[r, c].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+            ax.imshow(pixels, interpolation="nearest")
+            ax.set_axis_off()
+        y -= pad
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    Image.open(path).convert("RGB").save(path, optimize=True)  # drops alpha: about 10% smaller
+    print(f"wrote {path} ({Path(path).stat().st_size / 1024:.0f} KiB)")
