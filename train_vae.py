@@ -61,7 +61,8 @@ class Config:
     perceptual: str = opt("vgg", "vgg (ImageNet weights if found, else fixed random ones) or none")
     vgg_weights: str = opt("", "a torchvision vgg16 state-dict file (optional)")
     perceptual_weight: float = opt(1.0, "w_p, weight of the perceptual loss")
-    kl_weight: float = opt(1e-6, "w_kl on the per-element MEAN KL (the video: very small)")
+    kl_weight: float = opt(1e-6, "w_kl on the per-element MEAN KL (the video: very small); "
+                                 "= 1.6e-5 in LDM's per-image-sum units at f=4, C=3")
     disc_start: int = opt(5000, "step at which the discriminator and its loss switch on")
     disc_weight: float = opt(0.5, "w_gan, on top of the adaptive weight lambda (LDM: 0.5)")
     disc_channels: int = opt(64, "width of the PatchGAN's first layer")
@@ -88,9 +89,9 @@ class Config:
 PRESETS = {
     "cpu": dict(_doc="64x64 faces -> 16x16x3 latents, a small autoencoder, a few minutes on a CPU",
                 image_size=64, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
-                steps=1500, batch_size=16, lr=4e-4, warmup_steps=100, disc_start=1000,
-                disc_channels=32, log_every=25, eval_every=500, eval_images=256,
-                ckpt_every=500, out="runs/vae_cpu"),
+                steps=800, batch_size=16, lr=4e-4, warmup_steps=100, disc_start=500,
+                disc_channels=32, disc_layers=2, log_every=25, eval_every=400, eval_images=256,
+                ckpt_every=400, out="runs/vae_cpu"),
 }
 
 
@@ -196,8 +197,9 @@ def main():
     disc = PatchDiscriminator(base_channels=cfg.disc_channels, num_layers=cfg.disc_layers).to(device)
     perceptual = None
     if cfg.perceptual == "vgg":
-        perceptual, description = build_perceptual_loss(cfg.vgg_weights or None,
-                                                        allow_download=info.is_main)
+        with main_process_first(info):  # rank 0 may download; the others then read its cache
+            perceptual, description = build_perceptual_loss(cfg.vgg_weights or None,
+                                                            allow_download=info.is_main)
         perceptual = perceptual.to(device)
     else:
         description = "perceptual loss: none (--perceptual none): L1, KL and GAN terms only"

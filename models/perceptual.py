@@ -1,0 +1,195 @@
+"""The perceptual loss: compare images by VGG16 features rather than by pixels. [P11]
+
+The video trains its autoencoder with a perceptual loss on the first three blocks of a pretrained
+VGG. An L1 or MSE loss alone gives blurry reconstructions (the average of the plausible images);
+distances between deep features reward sharp edges and textures instead.
+
+    x, y in [-1, 1] -> [0, 1] -> ImageNet normalisation -> VGG16 features[:16]
+    at relu1_2, relu2_2, relu3_3 (torchvision indices 3, 8, 15), per layer l with C_l channels:
+        f_hat = f / ||f||_channels                        unit feature vector at every position
+        d_l   = mean over (H, W) of sum over C of (f_hat(x) - f_hat(y))^2   in [0, 4]
+    loss = d_1 + d_2 + d_3                                 (B,), or its batch mean, in [0, 12]
+
+This is LPIPS (Zhang et al. 2018, eq. 1) with every learned channel weight w_l set to 1, as its
+`lpips=False` variant computes it: LPIPS learns the weights on human judgements, we weigh all
+channels alike. The channels are summed, not averaged: per position
+sum_C (f_hat(x) - f_hat(y))^2 = 2 - 2 cos(f(x), f(y)), so every layer's term lies in [0, 4]
+whatever its width, and the three layers count equally.
+
+Weights: the VGG must come from somewhere, and tests must never download. load_vgg16_weights tries
+an explicit file, then torchvision's cache, then (only if allowed) a download; without any of them
+the network keeps fixed random weights (seed 0). Random convolutional features still measure local
+structure (edges, textures) at three scales, but they carry none of ImageNet's learned semantics,
+so the loss is weaker: state which one you trained with.
+"""
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 weights, as the hub cache names them
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# torchvision's VGG16 configuration "D": conv widths, "M" = 2x2 max-pool
+VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+FEATURE_LAYERS = (3, 8, 15)  # relu1_2, relu2_2, relu3_3: the ends of blocks 1, 2, 3
+
+
+class VGG16Features(nn.Module):
+    """torchvision's `vgg16().features`, written out: the same 31 layers at the same indices
+    (conv 0,2 / pool 4 / conv 5,7 / pool 9 / conv 10,12,14 / pool 16 / conv 17,19,21 / pool 23 /
+    conv 24,26,28 / pool 30), so the `features.*` entries of a torchvision VGG16 state dict load
+    unchanged. All of `features` is built, so the keys match exactly; forward runs only up to the
+    last requested layer (15), blocks 4 and 5 are never evaluated."""
+
+    def __init__(self, layers: tuple = FEATURE_LAYERS):  # indices whose outputs forward returns
+        super().__init__()
+        modules, channels = [], 3
+        for width in VGG16_LAYOUT:
+            if width == "M":
+                modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                modules += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU()]
+                channels = width
+        self.features = nn.Sequential(*modules)  # 31 layers, as torchvision's
+        self.layers = tuple(layers)
+
+    def reset_parameters(self, seed: int = 0) -> "VGG16Features":
+        """Fixed random weights: Kaiming normal (fan_out, ReLU) convs and zero biases, as
+        torchvision initialises VGG, drawn from a CPU generator seeded with `seed`."""
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for module in self.features:
+                if isinstance(module, nn.Conv2d):
+                    weight = torch.empty(module.weight.shape)
+                    nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu",
+                                            generator=generator)
+                    module.weight.copy_(weight)
+                    module.bias.zero_()
+        return self
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x (B, 3, H, W), ImageNet-normalised -> the activations at self.layers, in order:
+        relu1_2 (B, 64, H, W), relu2_2 (B, 128, H/2, W/2), relu3_3 (B, 256, H/4, W/4)."""
+        outputs = []
+        for index, layer in enumerate(self.features[:max(self.layers) + 1]):
+            x = layer(x)
+            if index in self.layers:
+                outputs.append(x)
+        return outputs
+
+
+def normalize_channels(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """f (B, C, H, W) -> each position's feature vector divided by its L2 norm over C (LPIPS).
+    LPIPS divides by (norm + eps), F.normalize by max(norm, eps): the same for any norm above
+    1e-10, and F.normalize's gradient stays finite where a position's features are all 0."""
+    return F.normalize(f, p=2.0, dim=1, eps=eps)                  # (B, C, H, W), unit vectors over C
+
+
+class PerceptualLoss(nn.Module):
+    """d(x, y) between images in [-1, 1]: LPIPS with uniform weights on VGG16 relu1_2, relu2_2,
+    relu3_3 (module docstring). Frozen: no parameter needs a gradient, always in eval mode;
+    gradients still flow to the images."""
+
+    def __init__(self, vgg_state_dict: dict | None = None):  # None: fixed random weights (seed 0)
+        super().__init__()
+        self.vgg = VGG16Features()
+        if vgg_state_dict is None:
+            self.vgg.reset_parameters(seed=0)
+        else:
+            self.vgg.load_state_dict(vgg_state_dict, strict=True)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        return super().train(False)  # a fixed measuring device: stays in eval mode
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """x, y (B, 3, H, W) in [-1, 1] -> scalar (reduction="mean") or (B,) ("none")."""
+        x = ((x + 1) / 2 - self.mean) / self.std                  # [-1, 1] -> [0, 1] -> ImageNet-normalised
+        y = ((y + 1) / 2 - self.mean) / self.std
+        distance = 0.0
+        for fx, fy in zip(self.vgg(x), self.vgg(y)):              # (B, C_l, H_l, W_l) per layer
+            squared = (normalize_channels(fx) - normalize_channels(fy)) ** 2
+            distance = distance + squared.sum(dim=1).mean(dim=(1, 2))  # (B,): sum over C, mean over H, W
+        if reduction == "none":
+            return distance
+        if reduction == "mean":
+            return distance.mean()
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+def load_vgg16_weights(path: str | Path | None = None, allow_download: bool = False
+                       ) -> tuple[dict | None, str]:
+    """ImageNet VGG16 `features.*` weights, and where they came from (one phrase), or None.
+
+    Tried in order:
+      (a) `path`, if given (--vgg-weights FILE): a torchvision VGG16 state dict, or one holding only
+          its `features.*` entries. A missing file or mismatching keys raise ValueError.
+      (b) torchvision's cache, torch.hub.get_dir()/checkpoints/vgg16-397923af.pth.
+      (c) only if allow_download: torchvision's IMAGENET1K_V1 URL, saved into that cache; any
+          failure (offline) falls through.
+      (d) nothing: (None, a sentence saying so). PerceptualLoss(None) then uses fixed random weights.
+    Only the `features.*` entries are kept: `classifier.*` is not part of the feature extractor.
+    """
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ValueError(f"--vgg-weights: no file at {path}")
+        return _features_only(_read(path), path), f"VGG16 with ImageNet weights from {path}"
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
+    if cached.is_file():
+        return _features_only(_read(cached), cached), f"VGG16 with ImageNet weights from {cached}"
+    if allow_download:
+        try:
+            import torchvision
+            url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+            state_dict = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True)
+            return _features_only(state_dict, url), f"VGG16 with ImageNet weights from {url}"
+        except Exception as error:  # offline, no torchvision, a broken file: use the fallback
+            reason = f"download failed: {type(error).__name__}"
+    else:
+        reason = "offline?"
+    return None, (f"no ImageNet VGG16 weights found ({reason}): using a VGG16 with fixed random "
+                  f"weights, which compares edges and textures but not learned features; pass "
+                  f"--vgg-weights FILE for the real ones (see README)")
+
+
+def _read(path: Path) -> dict:
+    """torch.load with weights_only=True (tensors only, no code), any failure as one ValueError."""
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"cannot read {path} as a state dict: {type(error).__name__}") from error
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict")
+    return state_dict
+
+
+def _features_only(state_dict: dict, source) -> dict:
+    """The `features.*` entries of a VGG16 state dict; ValueError unless their names and shapes
+    are exactly those of VGG16Features."""
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+        expected = {k: v.shape for k, v in VGG16Features().state_dict().items()}
+    features = {k: v for k, v in state_dict.items() if k.startswith("features.")}
+    missing, extra = sorted(expected.keys() - features.keys()), sorted(features.keys() - expected.keys())
+    if missing or extra:
+        raise ValueError(f"{source} is not a torchvision VGG16 state dict: missing keys {missing[:3]}"
+                         f"{'...' if len(missing) > 3 else ''}, unexpected keys {extra[:3]}"
+                         f"{'...' if len(extra) > 3 else ''}")
+    for key, shape in expected.items():
+        if features[key].shape != shape:
+            raise ValueError(f"{source} is not a torchvision VGG16 state dict: {key} has shape "
+                             f"{tuple(features[key].shape)}, VGG16 needs {tuple(shape)}")
+    return features
+
+
+def build_perceptual_loss(weights_path: str | Path | None = None, allow_download: bool = False
+                          ) -> tuple[PerceptualLoss, str]:
+    """(PerceptualLoss, one sentence to print once saying which VGG16 weights it uses)."""
+    state_dict, description = load_vgg16_weights(weights_path, allow_download)
+    return PerceptualLoss(state_dict), f"perceptual loss: {description}"
