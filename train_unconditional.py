@@ -32,8 +32,8 @@ from diffusion.training import (EMA, BatchSampler, MetricLogger, StopFlag, any_r
                                 cleanup_distributed, config_diff, gather_rng_states,
                                 load_checkpoint, main_guard, main_process_first,
                                 make_grad_scaler, opt, parse_config, replica_difference, require,
-                                rng_state_for_rank, save_checkpoint, save_grid, seed_everything,
-                                set_rng_state, setup_distributed, wrap_ddp)
+                                require_positive, rng_state_for_rank, save_checkpoint, save_grid,
+                                seed_everything, set_rng_state, setup_distributed, wrap_ddp)
 from models import UNet
 
 
@@ -104,10 +104,9 @@ def build_scheduler(cfg, clip_sample: bool = True) -> DDPMScheduler:
 
 
 def check_config(cfg: Config) -> None:
-    for name in ("steps", "batch_size", "log_every", "ckpt_every", "num_samples", "sample_steps",
-                 "num_train_timesteps", "image_size", "base_channels", "num_res_blocks"):
-        value = getattr(cfg, name)
-        require(value > 0, f"--{name.replace('_', '-')} {value}: expected a positive number")
+    require_positive(cfg, ("steps", "batch_size", "log_every", "ckpt_every", "num_samples",
+                           "sample_steps", "num_train_timesteps", "image_size", "base_channels",
+                           "num_res_blocks"))
     require(cfg.sample_every >= 0, f"--sample-every {cfg.sample_every}: expected 0 or more")
     require(cfg.lr > 0, f"--lr {cfg.lr}: expected a positive number")
     factor = 2 ** (len(cfg.channel_mult) - 1)

@@ -33,9 +33,9 @@ from data.augment import augment
 from diffusion.training import (BatchSampler, MetricLogger, StopFlag, any_rank, autocast,
                                 cleanup_distributed, config_diff, gather_rng_states,
                                 load_checkpoint, main_guard, main_process_first, opt,
-                                parse_config, require, rng_state_for_rank, save_checkpoint,
-                                save_grid, seed_everything, set_rng_state, setup_distributed,
-                                wrap_ddp)
+                                parse_config, require, require_positive, rng_state_for_rank,
+                                save_checkpoint, save_grid, seed_everything, set_rng_state,
+                                setup_distributed, wrap_ddp)
 from models.discriminator import PatchDiscriminator
 from models.losses import (adaptive_gan_weight, generator_loss, hinge_d_loss, kl_loss,
                            kl_weight_note, reconstruction_loss)
@@ -103,10 +103,9 @@ def build_vae(cfg: dict) -> AutoencoderKL:
 
 
 def check_config(cfg: Config) -> None:
-    for name in ("steps", "batch_size", "log_every", "eval_every", "eval_images", "ckpt_every",
-                 "scale_images", "image_size", "base_channels", "num_res_blocks", "latent_channels"):
-        value = getattr(cfg, name)
-        require(value > 0, f"--{name.replace('_', '-')} {value}: expected a positive number")
+    require_positive(cfg, ("steps", "batch_size", "log_every", "eval_every", "eval_images",
+                           "ckpt_every", "scale_images", "image_size", "base_channels",
+                           "num_res_blocks", "latent_channels"))
     require(cfg.lr > 0, f"--lr {cfg.lr}: expected a positive number")
     require(cfg.disc_start >= 0, f"--disc-start {cfg.disc_start}: expected 0 or more")
     require(cfg.perceptual in ("vgg", "none"), f"--perceptual {cfg.perceptual!r}: expected vgg or none")

@@ -61,6 +61,13 @@ def require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def require_positive(cfg, names: tuple[str, ...]) -> None:
+    """ConfigError naming the flag when any of these config fields is not > 0."""
+    for name in names:
+        value = getattr(cfg, name)
+        require(value > 0, f"--{name.replace('_', '-')} {value}: expected a positive number")
+
+
 # ----------------------------------------------------------------------------------------------
 # Config: a dataclass whose fields are the defaults, one comment (help) each.
 
