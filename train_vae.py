@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from data import load_dataset
 from data.augment import augment
-from diffusion.training import (BatchSampler, MetricLogger, StopFlag, any_rank, autocast,
-                                cleanup_distributed, config_diff, gather_rng_states,
+from diffusion.training import (BatchSampler, ConfigError, MetricLogger, StopFlag, any_rank,
+                                autocast, cleanup_distributed, config_diff, gather_rng_states,
                                 load_checkpoint, main_guard, main_process_first, opt,
                                 parse_config, require, require_positive, rng_state_for_rank,
                                 save_checkpoint, save_grid, seed_everything, set_rng_state,
@@ -197,8 +197,11 @@ def main():
     perceptual = None
     if cfg.perceptual == "vgg":
         with main_process_first(info):  # rank 0 may download; the others then read its cache
-            perceptual, description = build_perceptual_loss(cfg.vgg_weights or None,
-                                                            allow_download=info.is_main)
+            try:
+                perceptual, description = build_perceptual_loss(cfg.vgg_weights or None,
+                                                                allow_download=info.is_main)
+            except ValueError as error:  # a --vgg-weights file that is missing or not VGG16
+                raise ConfigError(str(error)) from None
         perceptual = perceptual.to(device)
     else:
         description = "perceptual loss: none (--perceptual none): L1, KL and GAN terms only"
