@@ -135,3 +135,33 @@ def test_two_processes_under_ddp_end_with_identical_weights(tmp_path, cache_dir)
     assert sorted(log) == [1, 2, 3, 4]
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert len(ckpt["rng"]) == 2  # each rank's noise state, for an exact resume
+
+
+def test_vae_run_saves_an_autoencoder_that_round_trips_with_its_scale_factor(tmp_path, cache_dir):
+    from data import load_dataset
+    from diffusion.training import load_checkpoint
+    from train_vae import build_vae
+
+    out = tmp_path / "vae"
+    result = run(["train_vae.py", "--preset", "cpu", "--data", "synthetic:64", "--image-size", "32",
+                  "--cache-dir", cache_dir, "--steps", "4", "--disc-start", "2", "--batch-size", "8",
+                  "--eval-images", "8", "--scale-images", "16", "--log-every", "1",
+                  "--device", "cpu", "--out", str(out)])
+    assert "perceptual loss:" in result.stdout  # says once which VGG16 weights it uses
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"l1", "perceptual", "kl", "g_loss", "d_loss", "gan_weight", "logits_real"} <= rows[-2].keys()
+    assert rows[-1].keys() == {"step", "val_psnr", "val_ssim"}
+    assert rows[2]["d_loss"] > 0 and rows[0]["d_loss"] == 0  # the discriminator starts at step 2
+
+    checkpoint = load_checkpoint(out / "checkpoint.pt", kind="vae")
+    scale_factor = checkpoint["scale_factor"]
+    assert 0 < scale_factor < 100
+    vae = build_vae(checkpoint["config"]).eval()
+    vae.load_state_dict(checkpoint["model"])
+    latents = load_checkpoint(out / "latents_val.pt", kind="latents")
+    assert latents["scale_factor"] == scale_factor
+    images = load_dataset("synthetic:64", 32, split="val", cache_dir=cache_dir)
+    assert latents["mean"].shape == (len(images), 3, 8, 8)
+    with torch.no_grad():
+        mean = vae.encode(images.batch(torch.arange(len(images)), "cpu")["image"]).mean
+    assert torch.allclose(latents["mean"].float(), mean, atol=2e-2, rtol=1e-2)  # float16 cache
