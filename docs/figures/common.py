@@ -80,3 +80,11 @@ def save_image_grid(images: torch.Tensor, path: Path, row_labels: list[str],
     plt.close(fig)
     Image.open(path).convert("RGB").save(path, optimize=True)  # drops alpha: about 10% smaller
     print(f"wrote {path} ({Path(path).stat().st_size / 1024:.0f} KiB)")
+
+
+def save_figure(fig, path, dpi: int = 100) -> None:
+    """Write a matplotlib figure as a compact RGB PNG and say how large it is."""
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    Image.open(path).convert("RGB").save(path, optimize=True)
+    print(f"wrote {path} ({Path(path).stat().st_size / 1024:.0f} KiB)")

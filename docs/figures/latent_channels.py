@@ -20,9 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from docs.figures.common import FIGURES  # noqa: E402
+from docs.figures.common import FIGURES, save_figure  # noqa: E402
 from docs.figures.reconstructions import held_out_images, load_vae  # noqa: E402
 
 
@@ -71,10 +70,7 @@ def main() -> None:
     fig.tight_layout(rect=(0, 0, 0.92, 1))
     colorbar_axes = fig.add_axes((0.93, 0.1, 0.015, 0.75))
     fig.colorbar(shown, cax=colorbar_axes).ax.tick_params(labelsize=8)
-    fig.savefig(args.out, dpi=100)
-    plt.close(fig)
-    Image.open(args.out).convert("RGB").save(args.out, optimize=True)
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1024:.0f} KiB)")
+    save_figure(fig, args.out)
 
 
 if __name__ == "__main__":

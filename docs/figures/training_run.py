@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from diffusion.training import load_checkpoint  # noqa: E402
-from docs.figures.common import FIGURES  # noqa: E402
+from docs.figures.common import FIGURES, save_figure  # noqa: E402
 
 
 def main() -> None:
@@ -54,10 +54,7 @@ def main() -> None:
         ax.set_title(f"samples at step {int(grid.stem.split('_')[1])} ({sampler})", fontsize=10)
         ax.set_axis_off()
     fig.tight_layout()
-    fig.savefig(args.out, dpi=100)
-    plt.close(fig)
-    Image.open(args.out).convert("RGB").save(args.out, optimize=True)
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1024:.0f} KiB)")
+    save_figure(fig, args.out)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from diffusion.training import load_checkpoint  # noqa: E402
-from docs.figures.common import FIGURES  # noqa: E402
+from docs.figures.common import FIGURES, save_figure  # noqa: E402
 
 
 def series(rows: list[dict], name: str, after: int = -1) -> tuple[list, list]:
@@ -102,10 +101,7 @@ def main() -> None:
         ax.set_xlabel("optimizer step")
     fig.suptitle(title + "   (dashed: disc_start)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=90)
-    plt.close(fig)
-    Image.open(args.out).convert("RGB").save(args.out, optimize=True)
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1024:.0f} KiB)")
+    save_figure(fig, args.out, dpi=90)
 
 
 if __name__ == "__main__":
