@@ -30,9 +30,9 @@ from tqdm import tqdm
 
 from data import load_dataset
 from data.augment import augment
-from diffusion.training import (BatchSampler, ConfigError, MetricLogger, StopFlag, any_rank,
-                                autocast, cleanup_distributed, config_diff, gather_rng_states,
-                                load_checkpoint, main_guard, main_process_first, opt,
+from diffusion.training import (BatchSampler, CheckpointError, ConfigError, MetricLogger,
+                                StopFlag, any_rank, autocast, cleanup_distributed, config_diff,
+                                gather_rng_states, load_checkpoint, main_guard, main_process_first, opt,
                                 parse_config, require, require_positive, rng_state_for_rank,
                                 save_checkpoint, save_grid, seed_everything, set_rng_state,
                                 setup_distributed, wrap_ddp)
@@ -100,6 +100,18 @@ def build_vae(cfg: dict) -> AutoencoderKL:
     return AutoencoderKL(base_channels=cfg["base_channels"], channel_mult=tuple(cfg["channel_mult"]),
                          num_res_blocks=cfg["num_res_blocks"],
                          latent_channels=cfg["latent_channels"], attention=cfg["attention"])
+
+
+def load_vae(path: str | Path, device: torch.device | str = "cpu"
+             ) -> tuple[AutoencoderKL, float, dict]:
+    """A finished train_vae.py checkpoint -> (autoencoder in eval mode, scale_factor, config)."""
+    state = load_checkpoint(path, kind="vae")
+    if state.get("scale_factor") is None:
+        raise CheckpointError(f"checkpoint {path}: the autoencoder's training has not finished "
+                              "(no scale factor yet); finish it with train_vae.py --resume")
+    vae = build_vae(state["config"])
+    vae.load_state_dict(state["model"])
+    return vae.to(device).eval().requires_grad_(False), state["scale_factor"], state["config"]
 
 
 def check_config(cfg: Config) -> None:

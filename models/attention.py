@@ -13,7 +13,14 @@ context from the softmax.
 
 `SpatialSelfAttention` lets the image features attend to each other: (B, C, H, W) feature map ->
 H*W tokens of width C -> self-attention -> back to (B, C, H, W), added to the input. [P5]
+
+`SpatialTransformer` is the text-conditioned version (latent diffusion's SpatialTransformer,
+Rombach et al. 2022, section 3.3): the H*W image tokens go through a transformer block of
+self-attention, cross-attention to the text tokens, and a feed-forward layer, each pre-norm with
+a residual, and come back to (B, C, H, W). [P16]
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +45,8 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(context_dim, query_dim, bias=False)
         self.to_v = nn.Linear(context_dim, query_dim, bias=False)
         self.to_out = nn.Linear(query_dim, query_dim)
+        self.record = False        # True: keep softmax(q k^T / sqrt d) in last_weights (slower)
+        self.last_weights = None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -58,8 +67,16 @@ class Attention(nn.Module):
                                  f"got {mask.dtype} {tuple(mask.shape)}")
             # SDPA's bool mask: True = may attend. Broadcast over heads and queries.
             mask = mask[:, None, None, :]                                   # (B, 1, 1, L_ctx)
-        # softmax(q k^T / sqrt(d)) v, by PyTorch's fused kernel
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)       # (B, heads, L, d)
+        if self.record:  # the same computation written out, keeping the weights for inspection
+            scores = q @ k.transpose(-2, -1) / math.sqrt(d)                 # (B, heads, L, L_ctx)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(dim=-1)                                # rows sum to 1
+            self.last_weights = weights.detach()
+            out = weights @ v                                               # (B, heads, L, d)
+        else:
+            # softmax(q k^T / sqrt(d)) v, by PyTorch's fused kernel
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)   # (B, heads, L, d)
         out = out.transpose(1, 2).reshape(B, L, D)                          # (B, L, heads * d = D)
         return self.to_out(out)                                             # (B, L, D)
 
@@ -84,3 +101,65 @@ class SpatialSelfAttention(nn.Module):
         tokens = self.norm(x).flatten(2).transpose(1, 2)          # (B, H*W, C) one token per position
         tokens = self.attention(tokens)                           # (B, H*W, C)
         return x + tokens.transpose(1, 2).reshape(B, C, H, W)     # (B, C, H, W) residual
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP with a GEGLU gate (Shazeer 2020), as in latent diffusion's transformer:
+    x -> (x W1) * GELU(x W2) -> W3, hidden width 4 x D."""
+
+    def __init__(self, width: int, mult: int = 4):
+        super().__init__()
+        self.gate_in = nn.Linear(width, 2 * mult * width)
+        self.out = nn.Linear(mult * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.gate_in(x).chunk(2, dim=-1)            # (B, L, 4D) each
+        return self.out(value * F.gelu(gate))                     # (B, L, D)
+
+
+class CrossAttentionBlock(nn.Module):
+    """Image tokens (B, L, D) and text tokens (B, L_ctx, D_ctx) -> image tokens (B, L, D): [P16]
+
+        x = x + SelfAttention(LN(x))                  image tokens read each other
+        x = x + CrossAttention(LN(x), text, mask)     image tokens (queries) read the text (keys, values)
+        x = x + FeedForward(LN(x))
+    """
+
+    def __init__(self, width: int, context_dim: int, num_heads: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.self_attention = Attention(width, num_heads=num_heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.cross_attention = Attention(width, context_dim=context_dim, num_heads=num_heads)
+        self.norm3 = nn.LayerNorm(width)
+        self.feed_forward = FeedForward(width)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.self_attention(self.norm1(x))                                # (B, L, D)
+        x = x + self.cross_attention(self.norm2(x), context, mask=context_mask)   # (B, L, D)
+        return x + self.feed_forward(self.norm3(x))                               # (B, L, D)
+
+
+class SpatialTransformer(nn.Module):
+    """A feature map attends to itself and to the text: (B, C, H, W) -> (B, C, H, W). [P16]
+
+    GroupNorm, 1x1 projection in, H*W tokens through a CrossAttentionBlock, projection out
+    (zero-initialised, so the block starts as the identity), plus the input."""
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int = 4, num_groups: int = 32):
+        super().__init__()
+        self.norm = nn.GroupNorm(num_groups, channels)
+        self.proj_in = nn.Linear(channels, channels)
+        self.block = CrossAttentionBlock(channels, context_dim, num_heads)
+        self.proj_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, C, H, W = x.shape
+        tokens = self.proj_in(self.norm(x).flatten(2).transpose(1, 2))   # (B, H*W, C) one per position
+        tokens = self.block(tokens, context, context_mask)              # (B, H*W, C)
+        tokens = self.proj_out(tokens)                                  # (B, H*W, C)
+        return x + tokens.transpose(1, 2).reshape(B, C, H, W)           # (B, C, H, W) residual

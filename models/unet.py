@@ -11,7 +11,9 @@ Architecture of DDPM (Ho et al. 2020, appendix B) as refined in ADM (Dhariwal & 
     -> GroupNorm, SiLU, conv_out -> eps_pred (B, C_out, H, W)
 
 The timestep t enters through a sinusoidal embedding and an MLP; every ResBlock adds it to its
-features. Levels are counted from 0 = full input resolution; level i works at H / 2^i, so
+features. With context_dim set, the same UNet is text-conditioned [P16]: every attention block
+(at attention_levels and in the middle) becomes a SpatialTransformer whose cross-attention reads
+the text encoder's hidden states (B, L, context_dim) through forward(x, t, context, context_mask). Levels are counted from 0 = full input resolution; level i works at H / 2^i, so
 attention_levels=(1, 2) puts self-attention at 16x16 and 8x8 for a 32x32 input, pixels or latents.
 """
 
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.attention import SpatialSelfAttention
+from models.attention import SpatialSelfAttention, SpatialTransformer
 from models.embeddings import TimestepEmbedding
 
 
@@ -51,18 +53,30 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+def attention_block(channels: int, num_heads: int, num_groups: int,
+                    context_dim: int | None) -> nn.Module:
+    """Self-attention, or with a context the transformer with cross-attention to the text. [P16]"""
+    if context_dim is None:
+        return SpatialSelfAttention(channels, num_heads, num_groups)
+    return SpatialTransformer(channels, context_dim, num_heads, num_groups)
+
+
 class UNetBlock(nn.Module):
-    """One step of a level: a ResBlock, then self-attention where the level asks for it."""
+    """One step of a level: a ResBlock, then (self- or cross-) attention where the level asks."""
 
     def __init__(self, in_channels: int, out_channels: int, time_dim: int, dropout: float,
-                 num_groups: int, attention: bool, num_heads: int):
+                 num_groups: int, attention: bool, num_heads: int, context_dim: int | None):
         super().__init__()
         self.res = ResBlock(in_channels, out_channels, time_dim, dropout, num_groups)
-        self.attention = (SpatialSelfAttention(out_channels, num_heads, num_groups) if attention
-                          else nn.Identity())
+        self.attention = (attention_block(out_channels, num_heads, num_groups, context_dim)
+                          if attention else None)
 
-    def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
-        return self.attention(self.res(x, time_emb))
+    def forward(self, x: torch.Tensor, time_emb: torch.Tensor, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.res(x, time_emb)
+        if isinstance(self.attention, SpatialTransformer):
+            return self.attention(h, context, context_mask)
+        return h if self.attention is None else self.attention(h)
 
 
 class Downsample(nn.Module):
@@ -100,6 +114,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,               # dropout inside the ResBlocks (DDPM: 0.1 on CIFAR-10)
         num_heads: int = 4,                 # attention heads; must divide the width of attended levels
         num_groups: int = 32,               # GroupNorm groups; must divide every width of the UNet
+        context_dim: int | None = None,     # width of the text tokens; None = unconditional [P16]
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -119,7 +134,9 @@ class UNet(nn.Module):
                                  f"channels of attention level {level}")
         self.downsampling_factor = 2 ** (num_levels - 1)
         time_dim = 4 * base_channels  # DDPM: the time embedding is 4x the base width
-        block = dict(time_dim=time_dim, dropout=dropout, num_groups=num_groups, num_heads=num_heads)
+        self.context_dim = context_dim
+        block = dict(time_dim=time_dim, dropout=dropout, num_groups=num_groups, num_heads=num_heads,
+                     context_dim=context_dim)
 
         self.time_embedding = TimestepEmbedding(base_channels, time_dim)  # [P5] sinusoidal + MLP
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
@@ -142,7 +159,7 @@ class UNet(nn.Module):
 
         # Middle, at the lowest resolution.
         self.middle_res1 = ResBlock(channels, channels, time_dim, dropout, num_groups)
-        self.middle_attention = SpatialSelfAttention(channels, num_heads, num_groups)
+        self.middle_attention = attention_block(channels, num_heads, num_groups, context_dim)
         self.middle_res2 = ResBlock(channels, channels, time_dim, dropout, num_groups)
 
         # Up path, from the lowest resolution to the highest; each block eats one skip.
@@ -164,9 +181,16 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t (B, C_in, H, W); t (B,) timesteps, int or float (a 0-d t is shared by the batch)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t (B, C_in, H, W); t (B,) timesteps, int or float (a 0-d t is shared by the batch);
+        for a text-conditioned UNet, context (B, L, context_dim) the text encoder's hidden states
+        and context_mask (B, L) bool, True = real token."""
         B, _, H, W = x.shape
+        if (context is None) != (self.context_dim is None):
+            raise ValueError("a UNet built with context_dim needs a context (the text's hidden "
+                             "states), and one built without takes none" if context is None else
+                             "this UNet was built without context_dim: it takes no context")
         factor = self.downsampling_factor
         if H % factor != 0 or W % factor != 0:
             raise ValueError(f"input size {H}x{W} is not divisible by {factor}, the UNet's "
@@ -179,7 +203,7 @@ class UNet(nn.Module):
         skips = [h]
         for level, blocks in enumerate(self.down):
             for block in blocks:
-                h = block(h, time_emb)                             # (B, C_i, H_i, W_i)
+                h = block(h, time_emb, context, context_mask)      # (B, C_i, H_i, W_i)
                 skips.append(h)
             if level < len(self.downsamples):
                 h = self.downsamples[level](h)                     # (B, C_i, H_i / 2, W_i / 2)
@@ -187,7 +211,8 @@ class UNet(nn.Module):
 
         # Middle, at the lowest resolution (H / factor, W / factor).
         h = self.middle_res1(h, time_emb)
-        h = self.middle_attention(h)
+        h = (self.middle_attention(h, context, context_mask) if context is not None
+             else self.middle_attention(h))
         h = self.middle_res2(h, time_emb)
 
         # Up path, lowest resolution first; the skips come back in reverse order.
@@ -195,7 +220,7 @@ class UNet(nn.Module):
             for block in blocks:
                 # [P5] skip connection: concatenate the down path's features of the same size
                 h = torch.cat([h, skips.pop()], dim=1)             # (B, C + C_skip, H_i, W_i)
-                h = block(h, time_emb)                             # (B, C_i, H_i, W_i)
+                h = block(h, time_emb, context, context_mask)      # (B, C_i, H_i, W_i)
             if i < len(self.upsamples):
                 h = self.upsamples[i](h)                           # (B, C_i, 2 H_i, 2 W_i)
 

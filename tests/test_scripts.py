@@ -118,7 +118,7 @@ def test_train_rejects_bad_input_in_one_line(args, message, cache_dir):
 def test_sample_rejects_a_checkpoint_of_the_wrong_kind(tmp_path):
     torch.save({"kind": "vae", "config": {}}, tmp_path / "vae.pt")
     (tmp_path / "broken.pt").write_bytes(b"PK\x03\x04 not really a zip")
-    for name, message in (("vae.pt", "is a 'vae' checkpoint, expected 'ddpm'"),
+    for name, message in (("vae.pt", "is a 'vae' checkpoint, expected 'ddpm' or 'ldm'"),
                           ("broken.pt", "unreadable")):
         result = run(["sample.py", "--ckpt", str(tmp_path / name)], check=False)
         assert result.returncode == 2 and message in result.stderr

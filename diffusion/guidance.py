@@ -1,0 +1,28 @@
+"""Classifier-free guidance (Ho & Salimans 2022): one model, two predictions, extrapolated. [P16]
+
+The model is trained with the caption replaced by the empty prompt 10% of the time, so it learns
+both eps(x_t, t, text) and eps(x_t, t, "") = the unconditional model. At sampling time
+
+    eps_guided = eps_uncond + w * (eps_cond - eps_uncond)
+
+w = 1 is the plain conditional model, w = 0 the unconditional one, w > 1 pushes the sample
+further in the direction the text points (sharper prompt following, less variety). A negative
+prompt takes the place of the empty prompt in eps_uncond, so guidance also pushes away from it.
+Both branches run as one batch of 2B.
+"""
+
+import torch
+
+
+def guided_prediction(model, x_t: torch.Tensor, t: torch.Tensor, cond: tuple, uncond: tuple,
+                      scale: float) -> torch.Tensor:
+    """x_t (B, C, h, w); cond and uncond are (hidden (B, L, D), mask (B, L)) text encodings.
+    Returns eps_uncond + scale * (eps_cond - eps_uncond), (B, C, h, w)."""
+    if scale == 1.0:  # the conditional prediction alone: one pass instead of two
+        return model(x_t, t, cond[0], cond[1])
+    B = x_t.shape[0]
+    t = torch.as_tensor(t, device=x_t.device).expand(B)
+    both = model(torch.cat([x_t, x_t]), torch.cat([t, t]),
+                 torch.cat([cond[0], uncond[0]]), torch.cat([cond[1], uncond[1]]))  # (2B, C, h, w)
+    eps_cond, eps_uncond = both[:B], both[B:]
+    return eps_uncond + scale * (eps_cond - eps_uncond)

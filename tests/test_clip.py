@@ -1,0 +1,196 @@
+"""Stage 3: the tokenizer, the text encoder's padding mask, the CLIP loss against closed forms,
+the evaluation measures on hand-checked cases, and a short train_clip.py run."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.clip import CLIP, ImageHead, TextEncoder, clip_loss
+from models.clip_eval import retrieval_accuracy, zero_shot_attributes
+from models.tokenizer import SPECIAL_TOKENS, Tokenizer, split_words
+from tests.test_scripts import ROOT, run
+
+CAPTIONS = ["a photo of a smiling man with glasses", "a woman with blond hair, wearing a hat",
+            "the face of a bald-headed man"]
+
+
+# ---- Tokenizer [P14] -----------------------------------------------------------------------
+
+def test_words_are_lower_cased_and_punctuation_is_split_off():
+    assert split_words("A Bald-headed man, wearing a HAT.") == \
+        ["a", "bald", "-", "headed", "man", ",", "wearing", "a", "hat", "."]
+
+
+def test_tokenizer_round_trip_special_tokens_and_padding():
+    tokenizer = Tokenizer.build(CAPTIONS, margin=2)
+    assert tokenizer.vocabulary[:4] == SPECIAL_TOKENS
+    longest = max(len(split_words(c)) for c in CAPTIONS)
+    assert tokenizer.max_length == longest + 2 + 2
+    ids, mask = tokenizer(CAPTIONS)
+    assert ids.shape == mask.shape == (3, tokenizer.max_length)
+    for row, text in enumerate(CAPTIONS):
+        n = len(split_words(text)) + 2
+        assert ids[row, 0] == tokenizer.bos_id and ids[row, n - 1] == tokenizer.eos_id
+        assert mask[row, :n].all() and not mask[row, n:].any()
+        assert (ids[row, n:] == tokenizer.pad_id).all()
+        assert tokenizer.decode(ids[row]) == " ".join(split_words(text))  # round trip
+    again = Tokenizer.from_state_dict(tokenizer.state_dict())
+    assert torch.equal(again(CAPTIONS)[0], ids)
+
+
+def test_unknown_words_are_named_in_a_warning_and_become_unk(capsys):
+    tokenizer = Tokenizer.build(CAPTIONS)
+    ids = tokenizer.encode("a smiling astronaut with purple glasses")
+    err = capsys.readouterr().err
+    assert "'astronaut'" in err and "'purple'" in err and "'smiling'" not in err
+    assert ids.count(tokenizer.unk_id) == 2
+    assert tokenizer.decode(ids) == "a smiling <unk> with <unk> glasses"
+    tokenizer.encode("an astronaut")  # each unknown word is reported once
+    assert "'astronaut'" not in capsys.readouterr().err
+
+
+def test_a_too_long_prompt_is_cut_with_a_warning(capsys):
+    tokenizer = Tokenizer.build(CAPTIONS, margin=0)
+    ids = tokenizer.encode(" ".join(["man"] * 50))
+    assert len(ids) == tokenizer.max_length and ids[-1] == tokenizer.eos_id
+    assert "only the first" in capsys.readouterr().err
+
+
+# ---- Text encoder [P14] --------------------------------------------------------------------
+
+def test_padding_does_not_change_the_outputs_at_real_positions():
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.build(CAPTIONS, margin=6)
+    encoder = TextEncoder(len(tokenizer), tokenizer.max_length, width=32, num_layers=2,
+                          num_heads=4).eval()
+    ids, mask = tokenizer(CAPTIONS)
+    reference = encoder(ids, mask)
+    # other tokens at the padded positions, and a shorter padded length: same real outputs
+    scrambled = torch.where(mask, ids, torch.randint(4, len(tokenizer), ids.shape))
+    for other_ids, other_mask in ((scrambled, mask), (ids[:, :-3], mask[:, :-3])):
+        other = encoder(other_ids, other_mask)
+        L = other_ids.shape[1]
+        assert torch.allclose(other.hidden[:, :L][other_mask], reference.hidden[:, :L][mask[:, :L]],
+                              atol=1e-6)
+        assert torch.allclose(other.pooled, reference.pooled, atol=1e-6)
+    # and the mask is what does it: without it, the padding leaks into the real positions
+    unmasked = encoder(scrambled, torch.ones_like(mask))
+    assert not torch.allclose(unmasked.hidden[mask], reference.hidden[mask], atol=1e-3)
+    # pooled = mean of the hidden states over the real tokens
+    expected = torch.stack([reference.hidden[b][mask[b]].mean(0) for b in range(len(CAPTIONS))])
+    assert torch.allclose(reference.pooled, expected, atol=1e-6)
+
+
+def test_image_head_maps_latents_to_one_vector():
+    head = ImageHead(latent_channels=3, base_channels=32, channel_mult=(1, 2, 4), width=48)
+    assert head(torch.randn(5, 3, 16, 16)).shape == (5, 48)
+
+
+# ---- The contrastive loss [P15] ------------------------------------------------------------
+
+def test_identical_embeddings_give_log_n():
+    for n in (2, 8, 64):
+        logits = torch.full((n, n), 3.7)  # every image equally similar to every caption
+        assert clip_loss(logits).item() == pytest.approx(math.log(n), abs=1e-6)
+
+
+def test_loss_is_symmetric_and_matches_the_cross_entropy_by_hand():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 6) * 3
+    assert clip_loss(logits).item() == pytest.approx(clip_loss(logits.T).item(), abs=1e-6)
+    rows = -(logits.diagonal() - logits.logsumexp(dim=1)).mean()   # -log softmax over captions
+    cols = -(logits.diagonal() - logits.logsumexp(dim=0)).mean()   # -log softmax over images
+    assert clip_loss(logits).item() == pytest.approx(((rows + cols) / 2).item(), abs=1e-6)
+
+
+def test_aligned_embeddings_at_the_maximal_temperature_give_a_loss_near_zero():
+    n = 16
+    tokenizer = Tokenizer.build(CAPTIONS)
+    model = CLIP(TextEncoder(len(tokenizer), tokenizer.max_length, width=32, num_layers=1),
+                 ImageHead(3, 32, (1,), width=32), embed_dim=n)
+    assert model.scale().item() == pytest.approx(1 / 0.07, rel=1e-6)  # CLIP's initial value
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(1000.0))
+    assert model.scale().item() == pytest.approx(100.0)                # clamped at 100
+    vectors = torch.eye(n)                                              # pair i: e_i and e_i
+    logits = model.scale() * vectors @ vectors.T
+    # closed form: log(1 + (n - 1) e^-100), about 1.4e-42
+    assert clip_loss(logits).item() == pytest.approx(math.log1p((n - 1) * math.exp(-100)), abs=1e-12)
+    assert clip_loss(logits).item() < 1e-6
+
+
+# ---- Evaluation measures -------------------------------------------------------------------
+
+def test_retrieval_counts_a_caption_of_the_same_feature_set_as_right():
+    e = torch.eye(4)
+    images = e                          # image i at e_i
+    texts = e[[1, 0, 2, 3]].clone()     # caption 0 sits where image 1 is, caption 1 where image 0
+    texts[3] = F.normalize(e[3] + 2 * e[2], dim=0)  # caption 3 is nearer image 2 than image 3
+    keys = ["man", "man", "woman", "bald"]   # images 0 and 1 share their feature set
+    result = retrieval_accuracy(images, texts, keys, batch_size=4, ks=(1, 2))
+    # image to text: 0 -> caption 1 (same set: right), 1 -> caption 0 (right), 2 -> caption 2
+    # (right; caption 3 scores 2/sqrt 5 < 1), 3 -> caption 3 (right): 4/4
+    assert result["image_to_text_top1"] == 1.0
+    # text to image: captions 0, 1, 2 right; caption 3 -> image 2 first (wrong), image 3 second
+    assert result["text_to_image_top1"] == 0.75 and result["text_to_image_top2"] == 1.0
+    assert result["chance_top1"] == pytest.approx((2 / 4 + 2 / 4 + 1 / 4 + 1 / 4) / 4)
+
+
+def test_zero_shot_asks_about_every_attribute_a_caption_can_name():
+    from data.synthetic import SYNTHETIC_ATTRIBUTES
+    assert zero_shot_attributes(list(SYNTHETIC_ATTRIBUTES)) == list(SYNTHETIC_ATTRIBUTES)
+    assert zero_shot_attributes(["Male", "Attractive", "Blurry", "No_Beard"]) == \
+        ["Male", "Attractive", "Blurry", "No_Beard"]
+
+
+# ---- train_clip.py end to end --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    """A briefly trained 32 px autoencoder with its latent cache, on 1200 synthetic faces."""
+    root = tmp_path_factory.mktemp("clip")
+    cache, out = root / "cache", root / "vae"
+    run(["train_vae.py", "--preset", "cpu", "--data", "synthetic:1200", "--image-size", "32",
+         "--cache-dir", str(cache), "--steps", "30", "--disc-start", "100", "--batch-size", "8",
+         "--perceptual", "none", "--eval-images", "8", "--scale-images", "64", "--log-every", "10",
+         "--eval-every", "30", "--device", "cpu", "--out", str(out)])
+    return out
+
+
+def test_a_short_run_lifts_zero_shot_accuracy_above_chance(vae_run, tmp_path):
+    out = tmp_path / "clip"
+    result = run(["train_clip.py", "--preset", "cpu", "--vae", str(vae_run / "checkpoint.pt"),
+                  "--steps", "150", "--batch-size", "64", "--lr", "2e-3", "--warmup-steps", "20",
+                  "--text-width", "64", "--text-layers", "2", "--head-channels", "32",
+                  "--embed-dim", "64", "--eval-every", "150", "--eval-images", "128",
+                  "--device", "cpu", "--out", str(out)])
+    assert "zero-shot attribute accuracy" in result.stdout
+    report = json.loads((out / "eval.json").read_text())
+    balanced = [r["balanced_accuracy"] for r in report["zero_shot"].values()]
+    assert len(balanced) == 15
+    # chance is 0.5 on every attribute; 128 images put the mean's noise near +-0.01
+    assert sum(balanced) / len(balanced) > 0.65, report["zero_shot"]
+    assert report["retrieval"]["image_to_text_top1"] > 3 * report["retrieval"]["chance_top1"]
+    for name in ("similarity.png", "zero_shot.png", "loss.png", "checkpoint.pt"):
+        assert (out / name).is_file()
+
+    from train_clip import load_clip
+    loaded = load_clip(out / "checkpoint.pt")  # self-contained: tokenizer and autoencoder inside
+    images = torch.zeros(2, 3, 32, 32)
+    from models.clip import encode_images
+    vectors = encode_images(loaded["clip"], loaded["vae"], images, loaded["scale_factor"])
+    assert torch.allclose(vectors.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_train_clip_names_a_missing_latent_cache(vae_run, tmp_path):
+    vae_copy = tmp_path / "vae"
+    vae_copy.mkdir()
+    (vae_copy / "checkpoint.pt").write_bytes((vae_run / "checkpoint.pt").read_bytes())
+    result = run(["train_clip.py", "--vae", str(vae_copy / "checkpoint.pt"), "--device", "cpu",
+                  "--out", str(tmp_path / "clip")], check=False)
+    assert result.returncode == 2
+    assert f"latent cache {vae_copy}/latents_train.pt: no such file" in result.stderr
+    assert "Traceback" not in result.stderr

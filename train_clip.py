@@ -1,0 +1,366 @@
+"""Stage 3: a small CLIP on captions made from face attributes (video points 13-15).
+
+[P13] Every training image has a row of attributes; each time it is drawn, the row becomes a new
+random caption (data/captions.py). [P14] A word-level tokenizer built from the training captions
+turns text into token ids, and a transformer encodes them into one vector per token. [P15] The
+image side is the frozen autoencoder's encoder (its latents, cached by train_vae.py) followed by a
+small convolutional head. Both sides are projected into one space, and the symmetric
+cross-entropy over the N x N similarity matrix pulls each image towards its own caption and away
+from the other N - 1 (models/clip.py).
+
+    python train_clip.py --vae runs/vae/checkpoint.pt         # laptop-GPU default
+    python train_clip.py --preset cpu                         # on runs/vae_cpu, CPU-sized
+
+Held-out evaluation (models/clip_eval.py): zero-shot accuracy per attribute, retrieval top-1 and
+top-5 in both directions within batches of 64, and a heatmap of the similarity of 16 pairs.
+The checkpoint carries the tokenizer and the autoencoder, so later stages need only this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data.captions import caption_row, full_caption
+from diffusion.training import (BatchSampler, CheckpointError, ConfigError, MetricLogger,
+                                StopFlag, any_rank, autocast, cleanup_distributed, config_diff,
+                                gather_rng_states, load_checkpoint, main_guard, main_process_first,
+                                opt, parse_config, require, require_positive, rng_state_for_rank,
+                                save_checkpoint, seed_everything, set_rng_state,
+                                setup_distributed, unwrap, wrap_ddp)
+from models.clip import CLIP, ImageHead, TextEncoder, clip_loss
+from models.clip_eval import (caption_keys, embed_latents, embed_texts, plot_similarity,
+                              plot_zero_shot, retrieval_accuracy, row_dict, zero_shot_accuracy)
+from models.tokenizer import Tokenizer
+from train_vae import build_vae, load_vae
+
+
+@dataclass
+class Config:
+    # data: the latents train_vae.py cached next to its checkpoint
+    vae: str = opt("runs/vae/checkpoint.pt", "the trained autoencoder (train_vae.py)")
+    vocab_captions: int = opt(4, "random captions per training row that build the vocabulary")
+    # model [P14, P15]
+    text_width: int = opt(256, "D, width of the text encoder's token vectors")
+    text_layers: int = opt(4, "transformer blocks of the text encoder")
+    text_heads: int = opt(4, "attention heads per block")
+    head_channels: int = opt(64, "channels of the image head at the latent resolution")
+    head_mult: tuple = opt((1, 2, 4), "image head channel multiplier per level (each halves h, w)")
+    embed_dim: int = opt(256, "E, width of the shared image-text space")
+    # optimisation
+    steps: int = opt(6000, "optimizer steps in total")
+    batch_size: int = opt(256, "image-caption pairs per step: the N of the N x N matrix")
+    lr: float = opt(5e-4, "AdamW peak learning rate (warm-up, then cosine decay to 0)")
+    warmup_steps: int = opt(300, "linear learning-rate warm-up")
+    weight_decay: float = opt(0.1, "AdamW weight decay on matrices (not on norms, biases, t)")
+    precision: str = opt("fp32", "fp32, bf16 or fp16 (CUDA only)")
+    # bookkeeping
+    out: str = opt("runs/clip", "output folder")
+    log_every: int = opt(50, "steps between metric lines")
+    eval_every: int = opt(1000, "steps between held-out evaluations")
+    eval_images: int = opt(2048, "held-out images for zero-shot accuracy and retrieval")
+    retrieval_batch: int = opt(64, "retrieval is measured within batches of this many pairs")
+    ckpt_every: int = opt(1000, "steps between checkpoints")
+    seed: int = opt(0, "random seed")
+    device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
+
+
+PRESETS = {
+    "cpu": dict(_doc="a narrow CLIP on the CPU preset's 16x16x3 latents, minutes on a CPU",
+                vae="runs/vae_cpu/checkpoint.pt", text_width=128, text_layers=3, text_heads=4,
+                head_channels=32, head_mult=(1, 2, 4), embed_dim=128, steps=1500,
+                batch_size=128, lr=1e-3, warmup_steps=100, log_every=25, eval_every=500,
+                eval_images=1024, ckpt_every=500, out="runs/clip_cpu"),
+}
+
+
+def build_clip(cfg: dict, tokenizer: Tokenizer, latent_channels: int) -> CLIP:
+    """The CLIP model described by a config (later stages rebuild it from the checkpoint)."""
+    text = TextEncoder(len(tokenizer), tokenizer.max_length, width=cfg["text_width"],
+                       num_layers=cfg["text_layers"], num_heads=cfg["text_heads"])
+    head = ImageHead(latent_channels, cfg["head_channels"], tuple(cfg["head_mult"]),
+                     width=cfg["text_width"])
+    return CLIP(text, head, embed_dim=cfg["embed_dim"])
+
+
+def load_clip(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """A train_clip.py checkpoint -> {"clip", "tokenizer", "vae", "scale_factor", "config",
+    "vae_config"}, models in eval mode and frozen."""
+    state = load_checkpoint(path, kind="clip")
+    tokenizer = Tokenizer.from_state_dict(state["tokenizer"])
+    vae = build_vae(state["vae_config"])
+    vae.load_state_dict(state["vae"])
+    clip = build_clip(state["config"], tokenizer, vae.latent_channels)
+    clip.load_state_dict(state["model"])
+    return {"clip": clip.to(device).eval().requires_grad_(False), "tokenizer": tokenizer,
+            "vae": vae.to(device).eval().requires_grad_(False),
+            "scale_factor": state["scale_factor"], "config": state["config"],
+            "vae_config": state["vae_config"]}
+
+
+def load_latents(path: Path) -> dict:
+    """A latent cache written by train_vae.py (kind "latents")."""
+    if not path.is_file():
+        raise ConfigError(f"latent cache {path}: no such file; write it with "
+                          f"`python train_vae.py --out {path.parent} --resume --encode-latents` "
+                          "(add the preset and flags the autoencoder was trained with)")
+    return load_checkpoint(path, kind="latents")
+
+
+def check_config(cfg: Config) -> None:
+    require_positive(cfg, ("steps", "batch_size", "log_every", "eval_every", "eval_images",
+                           "retrieval_batch", "ckpt_every", "text_width", "text_layers",
+                           "text_heads", "head_channels", "embed_dim", "vocab_captions"))
+    require(cfg.lr > 0, f"--lr {cfg.lr}: expected a positive number")
+    require(cfg.text_width % cfg.text_heads == 0,
+            f"--text-heads {cfg.text_heads}: must divide --text-width {cfg.text_width}")
+    require(cfg.head_channels % 32 == 0,
+            f"--head-channels {cfg.head_channels}: expected a multiple of 32 (GroupNorm groups)")
+    require(cfg.eval_images >= cfg.retrieval_batch,
+            f"--eval-images {cfg.eval_images}: at least --retrieval-batch {cfg.retrieval_batch}")
+
+
+def captions_for(cache: dict, indices: list[int], rng: random.Random) -> list[str]:
+    """[P13] A fresh random caption per attribute row, or the dataset's own text."""
+    if cache["attributes"] is not None:
+        names, rows = cache["attribute_names"], cache["attributes"]
+        return [caption_row(names, rows[i].tolist(), rng) for i in indices]
+    return [cache["texts"][i] for i in indices]
+
+
+def build_tokenizer(cache: dict, captions_per_row: int, seed: int) -> Tokenizer:
+    """[P14] The vocabulary of the training captions: random captions of every row and its full
+    caption (the one evaluation uses), or the dataset's texts."""
+    if cache["attributes"] is None:
+        if cache["texts"] is None:
+            raise ConfigError("the dataset has neither attributes nor captions: a CLIP needs "
+                              "text (a CelebA folder, or an image folder with metadata.jsonl)")
+        return Tokenizer.build(cache["texts"])
+    rng = random.Random(seed)
+    names = cache["attribute_names"]
+    rows = cache["attributes"].tolist()
+    texts = [full_caption(row_dict(names, row)) for row in rows]
+    texts += [caption_row(names, row, rng) for row in rows for _ in range(captions_per_row)]
+    return Tokenizer.build(texts)
+
+
+@torch.no_grad()
+def evaluate(clip: CLIP, tokenizer: Tokenizer, cache: dict, scale_factor: float, cfg: Config,
+             device) -> dict:
+    """Zero-shot per attribute and retrieval on the first eval_images held-out pairs."""
+    clip.eval()
+    n = min(cfg.eval_images, len(cache["mean"]))
+    z = cache["mean"][:n].float() * scale_factor                 # posterior means, unit scale
+    image_vectors = embed_latents(clip, z, device)               # (n, E)
+    attributes = cache["attributes"][:n] if cache["attributes"] is not None else None
+    texts = cache["texts"][:n] if cache["texts"] is not None else None
+    keys = caption_keys(attributes, cache["attribute_names"], texts)
+    # retrieval uses the full captions (the key texts themselves)
+    result = {"retrieval": retrieval_accuracy(image_vectors, embed_texts(clip, tokenizer, keys,
+                                                                         device),
+                                              keys, batch_size=cfg.retrieval_batch)}
+    if attributes is not None:
+        zero_shot = zero_shot_accuracy(clip, tokenizer, image_vectors, attributes,
+                                       cache["attribute_names"])
+        result["zero_shot"] = zero_shot
+        result["zero_shot_mean"] = sum(r["accuracy"] for r in zero_shot.values()) / len(zero_shot)
+        result["zero_shot_min"] = min(r["accuracy"] for r in zero_shot.values())
+        result["zero_shot_balanced_mean"] = (sum(r["balanced_accuracy"] for r in zero_shot.values())
+                                             / len(zero_shot))
+    clip.train()
+    return result
+
+
+def main():
+    cfg = parse_config(Config, presets=PRESETS, description=__doc__.split("\n\n")[0])
+    check_config(cfg)
+    info, device = setup_distributed(cfg.device)
+    out = Path(cfg.out)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"device {device}, {info.world_size} process(es); config:")
+        print("\n".join(f"  {k} = {v}" for k, v in dataclasses.asdict(cfg).items()))
+
+    # ---- Data: cached latents of the frozen autoencoder, and their attribute rows -------------
+    vae_path = Path(cfg.vae)
+    try:
+        vae, scale_factor, vae_config = load_vae(vae_path)
+    except CheckpointError as error:
+        raise ConfigError(f"--vae: {error}") from None
+    train = load_latents(vae_path.parent / "latents_train.pt")
+    held_out = load_latents(vae_path.parent / "latents_val.pt")
+    require(abs(train["scale_factor"] - scale_factor) < 1e-6,
+            f"{vae_path.parent}/latents_train.pt was written by another autoencoder than "
+            f"{vae_path} (scale factors differ); re-encode with --resume --encode-latents")
+    sampler = BatchSampler(len(train["mean"]), cfg.batch_size, cfg.seed, info.rank,
+                           info.world_size)
+    config = dataclasses.asdict(cfg)
+    checkpoint_path = out / "checkpoint.pt"
+    state = load_checkpoint(checkpoint_path, kind="clip") if cfg.resume else None
+    tokenizer = (Tokenizer.from_state_dict(state["tokenizer"]) if state else
+                 build_tokenizer(train, cfg.vocab_captions, cfg.seed))
+    if info.is_main:
+        _, C, h, w = train["mean"].shape
+        print(f"data: {train['data']}, {len(train['mean'])} training and {len(held_out['mean'])} "
+              f"held-out latents {C}x{h}x{w} (scale factor {scale_factor:.4f}); vocabulary "
+              f"{len(tokenizer)} words, {tokenizer.max_length} tokens per caption")
+
+    # ---- Model and optimizer -----------------------------------------------------------------
+    seed_everything(cfg.seed)
+    clip = build_clip(config, tokenizer, vae.latent_channels).to(device)
+    decay = [p for name, p in clip.named_parameters() if p.ndim >= 2 and "embedding" not in name]
+    no_decay = [p for name, p in clip.named_parameters() if p.ndim < 2 or "embedding" in name]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)  # CLIP's betas, eps
+    start_step = 0
+    if state is not None:
+        changed = [k for k in config_diff(state["config"], config) if k not in ("resume", "steps")]
+        if info.is_main and changed:
+            print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
+        clip.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step = state["step"]
+        set_rng_state(rng_state_for_rank(state, info), device)
+        if info.is_main:
+            print(f"resumed from {checkpoint_path} at step {start_step}")
+    else:
+        torch.manual_seed(cfg.seed + info.rank)
+    train_clip = wrap_ddp(clip, device, info)
+    if info.is_main:
+        count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
+        print(f"CLIP: text encoder {count(clip.text_encoder):.2f}M, image head "
+              f"{count(clip.image_head):.2f}M parameters (+ the frozen autoencoder encoder)")
+
+    def save(step: int) -> None:
+        rng = gather_rng_states(device, info)
+        if info.is_main:
+            save_checkpoint(checkpoint_path, {
+                "kind": "clip", "config": config, "step": step, "model": clip.state_dict(),
+                "optimizer": optimizer.state_dict(), "tokenizer": tokenizer.state_dict(),
+                "vae": vae.state_dict(), "vae_config": vae_config, "scale_factor": scale_factor,
+                "attribute_names": train["attribute_names"], "rng": rng})
+
+    # ---- Train -------------------------------------------------------------------------------
+    logger = MetricLogger(out, resume_step=start_step, enabled=info.is_main)
+    stop = StopFlag()
+    progress = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
+                    disable=not info.is_main, desc="train clip", dynamic_ncols=True)
+    sums, count, last_time = {}, 0, time.time()
+    clip.train()
+    for step in progress:
+        # [P13] N latents z ~ q(z | x), scaled to unit variance, and a fresh caption for each
+        indices = sampler(step)
+        mean, std = train["mean"][indices].float(), train["std"][indices].float()
+        z = ((mean + std * torch.randn_like(mean)) * scale_factor).to(device)  # (N, C, h, w)
+        rng = random.Random(cfg.seed * 1_000_003 + step * 131 + info.rank)  # resumable captions
+        ids, mask = tokenizer(captions_for(train, indices.tolist(), rng), warn_unknown=False)
+        # [P15] logits (N, N) = exp(t) * cos(image_i, text_j); the pairs sit on the diagonal
+        with autocast(device, cfg.precision):
+            logits = train_clip(z, ids.to(device), mask.to(device)).float()
+        loss = clip_loss(logits)
+        # warm-up, then cosine decay to 0
+        progress_fraction = max(0, step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)) * \
+            0.5 * (1 + math.cos(math.pi * progress_fraction))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        # ---- Bookkeeping ---------------------------------------------------------------------
+        labels = torch.arange(len(logits), device=device)
+        terms = dict(loss=loss.detach(), batch_accuracy=(logits.argmax(1) == labels).float().mean(),
+                     logit_scale=unwrap(train_clip).scale().detach())
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0) + value
+        count += 1
+        done = step + 1
+        stopping = any_rank(stop.requested, info)
+        saving = done % cfg.ckpt_every == 0 or done == cfg.steps or stopping
+        if done % cfg.log_every == 0 or saving:
+            means = {name: (value / count).item() for name, value in sums.items()}
+            if not math.isfinite(means["loss"]):
+                raise SystemExit(f"error: the loss became {means['loss']} near step {done}; "
+                                 f"stopping. The last good checkpoint ({checkpoint_path}) is kept. "
+                                 "Try a lower --lr or --precision fp32.")
+            elapsed, last_time = time.time() - last_time, time.time()
+            logger.log(done, **means, lr=lr, pairs_per_s=count * cfg.batch_size / elapsed)
+            progress.set_postfix(loss=f"{means['loss']:.3f}", acc=f"{means['batch_accuracy']:.2f}")
+            sums, count = {}, 0
+        if info.is_main and (done % cfg.eval_every == 0 or done == cfg.steps):
+            result = evaluate(clip, tokenizer, held_out, scale_factor, cfg, device)
+            retrieval = result["retrieval"]
+            scores = {"val_i2t_top1": retrieval["image_to_text_top1"],
+                      "val_t2i_top1": retrieval["text_to_image_top1"]}
+            if "zero_shot_mean" in result:
+                scores.update(val_zero_shot_mean=result["zero_shot_mean"],
+                              val_zero_shot_min=result["zero_shot_min"],
+                              val_zero_shot_balanced=result["zero_shot_balanced_mean"])
+            logger.log(done, **scores)
+            progress.write(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+        if saving:
+            save(done)
+            logger.plot()
+        if stopping:
+            if info.is_main:
+                print(f"stopped at step {done}; continue with the same command and --resume")
+            break
+    progress.close()
+
+    if info.is_main and not stop.requested:
+        report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, out)
+    cleanup_distributed(info)
+
+
+def report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, out: Path) -> None:
+    """The final evaluation: a table, eval.json, zero_shot.png and similarity.png."""
+    result = evaluate(clip, tokenizer, held_out, scale_factor, cfg, device)
+    clip.eval()
+    retrieval = result["retrieval"]
+    print(f"\nheld-out retrieval within batches of {cfg.retrieval_batch} "
+          f"({retrieval['pairs']} pairs; right = same set of features; chance top-1 "
+          f"{retrieval['chance_top1']:.3f}):")
+    for direction in ("image_to_text", "text_to_image"):
+        print(f"  {direction.replace('_', ' '):14s} top-1 {retrieval[direction + '_top1']:.3f}  "
+              f"top-5 {retrieval[direction + '_top5']:.3f}")
+    if "zero_shot" in result:
+        print(f"zero-shot attribute accuracy on {cfg.eval_images} held-out images "
+              "(caption with vs without the attribute):")
+        print(f"  {'attribute':18s} {'accuracy':>8s} {'balanced':>8s} {'present':>8s}")
+        for name, r in result["zero_shot"].items():
+            print(f"  {name:18s} {r['accuracy']:8.3f} {r['balanced_accuracy']:8.3f} "
+                  f"{r['present']:8d}")
+        print(f"  {'mean':18s} {result['zero_shot_mean']:8.3f} "
+              f"{result['zero_shot_balanced_mean']:8.3f}   (lowest accuracy "
+              f"{result['zero_shot_min']:.3f})")
+        plot_zero_shot(result["zero_shot"], out / "zero_shot.png",
+                       title=f"zero-shot attribute accuracy, {cfg.eval_images} held-out images")
+    # 16 held-out pairs: the images as the autoencoder reconstructs them, and their full captions
+    n = min(16, len(held_out["mean"]))
+    z = held_out["mean"][:n].float()
+    keys = caption_keys(held_out["attributes"][:n] if held_out["attributes"] is not None else None,
+                        held_out["attribute_names"],
+                        held_out["texts"][:n] if held_out["texts"] is not None else None)
+    with torch.no_grad():
+        similarity = (embed_latents(clip, z * scale_factor, device)
+                      @ embed_texts(clip, tokenizer, keys, device).T)          # (n, n) image x text
+        images = vae.to(device).decode(z.to(device)).cpu()
+    plot_similarity(similarity.T.cpu(), images, keys, out / "similarity.png",
+                    title="cosine similarity of 16 held-out pairs (rows: captions, columns: images)")
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    print(f"done: {out}/checkpoint.pt; {out}/eval.json, zero_shot.png, similarity.png, loss.png")
+
+
+if __name__ == "__main__":
+    main_guard(main)
