@@ -57,7 +57,8 @@ class Config:
     embed_dim: int = opt(256, "E, width of the shared image-text space")
     # optimisation
     steps: int = opt(6000, "optimizer steps in total")
-    batch_size: int = opt(256, "image-caption pairs per step: the N of the N x N matrix")
+    batch_size: int = opt(256, "image-caption pairs per step: the N of the N x N matrix (under "
+                               "torchrun each process has its own N / processes x N / processes)")
     lr: float = opt(5e-4, "AdamW peak learning rate (warm-up, then cosine decay to 0)")
     warmup_steps: int = opt(300, "linear learning-rate warm-up")
     weight_decay: float = opt(0.1, "AdamW weight decay on matrices (not on norms, biases, t)")
@@ -94,7 +95,7 @@ def build_clip(cfg: dict, tokenizer: Tokenizer, latent_channels: int) -> CLIP:
 
 def load_clip(path: str | Path, device: torch.device | str = "cpu") -> dict:
     """A train_clip.py checkpoint -> {"clip", "tokenizer", "vae", "scale_factor", "config",
-    "vae_config"}, models in eval mode and frozen."""
+    "vae_config", "step"}, models in eval mode and frozen."""
     state = load_checkpoint(path, kind="clip")
     tokenizer = Tokenizer.from_state_dict(state["tokenizer"])
     vae = build_vae(state["vae_config"])
@@ -104,7 +105,7 @@ def load_clip(path: str | Path, device: torch.device | str = "cpu") -> dict:
     return {"clip": clip.to(device).eval().requires_grad_(False), "tokenizer": tokenizer,
             "vae": vae.to(device).eval().requires_grad_(False),
             "scale_factor": state["scale_factor"], "config": state["config"],
-            "vae_config": state["vae_config"]}
+            "vae_config": state["vae_config"], "step": state["step"]}
 
 
 def load_latents(path: Path) -> dict:
@@ -277,6 +278,7 @@ def main():
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        clip.clamp_logit_scale_()  # exp(t) <= 100, as in CLIP and open_clip
 
         # ---- Bookkeeping ---------------------------------------------------------------------
         labels = torch.arange(len(logits), device=device)

@@ -104,7 +104,7 @@ class Config:
 PRESETS = {
     "cpu": dict(_doc="a small text-conditioned UNet on the CPU presets' 16x16x3 latents",
                 vae="runs/vae_cpu/checkpoint.pt", clip="runs/clip_cpu/checkpoint.pt",
-                base_channels=64, channel_mult=(1, 2, 2), num_res_blocks=1,
+                base_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1,
                 attention_levels=(1, 2), steps=3000, batch_size=64, lr=1e-3, warmup_steps=100,
                 ema_decay=0.995, log_every=25, sample_every=1000, ckpt_every=500,
                 out="runs/ldm_cpu"),

@@ -15,7 +15,8 @@ per step; encode_images() runs it for new images.
 
 CLIP (Radford et al. 2021, fig. 3): both vectors are projected into one shared space of width E
 and L2-normalised; logits = exp(t) * I T^T with a learnable temperature t, exp(t) initialised at
-1/0.07 and clamped at 100 (CLIP section 2.5, and open_clip). The loss is the symmetric cross-entropy
+1/0.07 and kept at most 100 by clamping t after every optimizer step (CLIP section 2.5; open_clip
+does the same), so t can come back down after touching the bound. The loss is the symmetric cross-entropy
 over the N x N similarity matrix, whose diagonal holds the matching pairs:
 
     loss = ( CE(logits, labels=[0..N-1]) + CE(logits^T, labels=[0..N-1]) ) / 2
@@ -94,8 +95,9 @@ class TextEncoder(nn.Module):
 
 
 class ImageHead(nn.Module):
-    """Latents (B, C, h, w) -> one vector (B, width): conv, per level ResnetBlock + stride-2
-    conv, then the mean over positions. The trainable part of the image encoder. [P15]"""
+    """Latents (B, C, h, w) -> one vector (B, width): conv, then per level [a stride-2 conv
+    (not on the first level), ResnetBlock], then the mean over positions. The trainable part of
+    the image encoder. [P15]"""
 
     def __init__(self,
         latent_channels: int = 3,           # C of the autoencoder's latents
@@ -139,8 +141,13 @@ class CLIP(nn.Module):
         return F.normalize(self.image_projection(self.image_head(z)), dim=-1)
 
     def scale(self) -> torch.Tensor:
-        """exp(t), clamped at 100 so the logits cannot blow up (gradient stops at the clamp)."""
-        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        """exp(t), the inverse temperature of the logits."""
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Keep 0 <= t <= log 100 (exp(t) in [1, 100]); call after every optimizer step."""
+        self.logit_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
 
     def forward(self, z: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """N images and their N captions -> logits (N, N): row i = image i against every text."""

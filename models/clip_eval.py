@@ -4,8 +4,8 @@ Zero-shot attribute accuracy. For an image with attribute row r and an attribute
 rows equal to r except that a is present in one and absent in the other, and write each as its
 full caption (data/captions.full_caption: every present feature, in a fixed order):
 
-    a = Eyeglasses:  "a photo of a smiling man with glasses and black hair"
-                     "a photo of a smiling man with black hair"
+    a = Eyeglasses:  "a photo of a clean-shaven man with a smile, glasses and black hair"
+                     "a photo of a clean-shaven man with a smile and black hair"
 
 The prediction is "a present" when the image is closer to the first caption; it is right when
 the label says so. Accuracy counts right predictions over all images; balanced accuracy is the
@@ -170,7 +170,7 @@ def plot_zero_shot(results: dict[str, dict], path, title: str = "") -> None:
     ax.bar(x - 0.2, [results[n]["accuracy"] for n in names], 0.4, label="accuracy")
     ax.bar(x + 0.2, [results[n]["balanced_accuracy"] for n in names], 0.4,
            label="balanced accuracy")
-    ax.axhline(0.95, color="black", lw=0.8, ls="--", label="95%")
+    ax.axhline(0.95, color="black", lw=0.8, ls="--", label="goal: 95%")
     ax.axhline(0.5, color="gray", lw=0.8, ls=":", label="chance (balanced)")
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
     ax.set_ylim(0, 1.02)

@@ -43,3 +43,26 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float =
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)
                 / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)))
     return ssim_map.flatten(1).mean(dim=1)  # (B,)
+
+
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
+                     sigma2: torch.Tensor) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (Heusel et al. 2017, the FID
+    formula, here in any feature space):
+
+        d^2 = |mu1 - mu2|^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))
+
+    Tr (sigma1 sigma2)^(1/2) = sum of sqrt(eigenvalues of sigma1^(1/2) sigma2 sigma1^(1/2)), a
+    symmetric PSD matrix, so float64 eigendecompositions suffice (no general matrix sqrt)."""
+    mu1, mu2, sigma1, sigma2 = (a.double() for a in (mu1, mu2, sigma1, sigma2))
+    values, vectors = torch.linalg.eigh(sigma1)
+    sqrt1 = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T   # sigma1^(1/2)
+    middle = torch.linalg.eigvalsh(sqrt1 @ sigma2 @ sqrt1).clamp(min=0)
+    return ((mu1 - mu2).pow(2).sum() + sigma1.trace() + sigma2.trace()
+            - 2 * middle.sqrt().sum()).item()
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) features -> mean (D,) and unbiased covariance (D, D), in float64."""
+    features = features.double()
+    return features.mean(0), torch.cov(features.T)

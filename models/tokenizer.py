@@ -2,8 +2,9 @@
 
 The video's point 14: text enters the model as a sequence of token embeddings, one per word,
 not as one flat vector. Our captions use a few hundred words, so a vocabulary of whole words
-built from the training captions is enough (CLIP itself uses byte-pair encoding over 49,152
-merges, Radford et al. 2021; a word vocabulary is the same idea with the merges left out).
+built from the training captions is enough (CLIP itself uses byte-pair encoding with a
+vocabulary of 49,152 entries, Radford et al. 2021; a word vocabulary is the same idea without
+the merges).
 
     "A smiling man, wearing a hat"
       -> words   ["a", "smiling", "man", ",", "wearing", "a", "hat"]   lower-cased, punctuation split off

@@ -114,6 +114,7 @@ def test_aligned_embeddings_at_the_maximal_temperature_give_a_loss_near_zero():
     assert model.scale().item() == pytest.approx(1 / 0.07, rel=1e-6)  # CLIP's initial value
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1000.0))
+    model.clamp_logit_scale_()                                          # after an optimizer step
     assert model.scale().item() == pytest.approx(100.0)                # clamped at 100
     vectors = torch.eye(n)                                              # pair i: e_i and e_i
     logits = model.scale() * vectors @ vectors.T
@@ -148,32 +149,22 @@ def test_zero_shot_asks_about_every_attribute_a_caption_can_name():
 
 # ---- train_clip.py end to end --------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
-    """A briefly trained 32 px autoencoder with its latent cache, on 1200 synthetic faces."""
-    root = tmp_path_factory.mktemp("clip")
-    cache, out = root / "cache", root / "vae"
-    run(["train_vae.py", "--preset", "cpu", "--data", "synthetic:1200", "--image-size", "32",
-         "--cache-dir", str(cache), "--steps", "30", "--disc-start", "100", "--batch-size", "8",
-         "--perceptual", "none", "--eval-images", "8", "--scale-images", "64", "--log-every", "10",
-         "--eval-every", "30", "--device", "cpu", "--out", str(out)])
-    return out
-
-
 def test_a_short_run_lifts_zero_shot_accuracy_above_chance(vae_run, tmp_path):
     out = tmp_path / "clip"
     result = run(["train_clip.py", "--preset", "cpu", "--vae", str(vae_run / "checkpoint.pt"),
-                  "--steps", "150", "--batch-size", "64", "--lr", "2e-3", "--warmup-steps", "20",
+                  "--steps", "200", "--batch-size", "64", "--lr", "2e-3", "--warmup-steps", "20",
                   "--text-width", "64", "--text-layers", "2", "--head-channels", "32",
-                  "--embed-dim", "64", "--eval-every", "150", "--eval-images", "128",
+                  "--embed-dim", "64", "--eval-every", "200", "--eval-images", "128",
                   "--device", "cpu", "--out", str(out)])
     assert "zero-shot attribute accuracy" in result.stdout
     report = json.loads((out / "eval.json").read_text())
     balanced = [r["balanced_accuracy"] for r in report["zero_shot"].values()]
     assert len(balanced) == 15
-    # chance is 0.5 on every attribute; 128 images put the mean's noise near +-0.01
+    # chance is 0.5 on every attribute (120 held-out images: the mean's noise is about +-0.02);
+    # this run reaches about 0.76
     assert sum(balanced) / len(balanced) > 0.65, report["zero_shot"]
-    assert report["retrieval"]["image_to_text_top1"] > 3 * report["retrieval"]["chance_top1"]
+    # chance top-1 is about 0.02; this run reaches about 0.37
+    assert report["retrieval"]["image_to_text_top1"] > 5 * report["retrieval"]["chance_top1"]
     for name in ("similarity.png", "zero_shot.png", "loss.png", "checkpoint.pt"):
         assert (out / name).is_file()
 

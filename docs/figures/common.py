@@ -1,5 +1,5 @@
-"""Shared by the figure scripts: synthetic faces as tensors, a labelled image grid, and loading the
-EMA weights of a trained stage-1 checkpoint."""
+"""Shared by the figure scripts: synthetic faces as tensors, a labelled image grid, loading the
+EMA weights of a trained stage-1 checkpoint, and writing compact PNGs."""
 
 import random
 from pathlib import Path
@@ -78,13 +78,17 @@ def save_image_grid(images: torch.Tensor, path: Path, row_labels: list[str],
         y -= pad
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
-    Image.open(path).convert("RGB").save(path, optimize=True)  # drops alpha: about 10% smaller
-    print(f"wrote {path} ({Path(path).stat().st_size / 1024:.0f} KiB)")
+    compact_png(path)
 
 
 def save_figure(fig, path, dpi: int = 100) -> None:
     """Write a matplotlib figure as a compact RGB PNG and say how large it is."""
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+    compact_png(path)
+
+
+def compact_png(path) -> None:
+    """Rewrite a PNG as optimised RGB (dropping alpha saves about 10%) and say how large it is."""
     Image.open(path).convert("RGB").save(path, optimize=True)
     print(f"wrote {path} ({Path(path).stat().st_size / 1024:.0f} KiB)")

@@ -1,0 +1,353 @@
+"""Does the generated image show what the prompt asked? The project's measure of prompt following.
+
+    python evaluate.py --ckpt runs/ldm_cpu/checkpoint.pt            # after train_ldm.py --preset cpu
+
+1. A judge: an attribute classifier (models/classifier.py) trained on real images of the dataset
+   the model was trained on, or loaded from its cache (CACHE/classifier-<data>-<size>px.pt).
+   Its held-out accuracy per attribute is printed: a judge is only as good as that.
+2. Prompts built from attribute requirements: every single attribute ("a photo of a person with
+   glasses", and "a photo of a woman"), and pairs and triples of features that occur together in
+   held-out rows ("a photo of a man with glasses and black hair"). Each prompt is sampled with
+   --n seeds at the given guidance, and an image is right when the judge sees every requirement
+   (attribute present, or absent for "woman" = not Male and "a beard" = not No_Beard).
+3. The baseline: the same judge on unconditional samples of the same model (the empty prompt);
+   the rate at which they happen to satisfy each requirement is what a model that ignores the
+   text would score.
+4. The Frechet distance between real held-out images and the generated ones in the judge's
+   feature space (the FID formula, Heusel et al. 2017, with this small classifier instead of
+   Inception: comparable between runs of this project, not with published FIDs), next to the
+   distance between two halves of the real data as its noise floor; and the CLIP score (mean
+   cosine similarity of image and prompt) from the project's CLIP, next to real images with their
+   own captions.
+
+It prints a table and writes OUT/eval.json and OUT/prompts.png (one row per single-attribute prompt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data import load_dataset
+from data.augment import augment
+from data.captions import full_caption
+from diffusion import DDIMScheduler, sample
+from diffusion.guidance import guided_prediction
+from diffusion.training import (CheckpointError, ConfigError, load_checkpoint, main_guard,
+                                pick_device, require, save_checkpoint, save_grid)
+from models.classifier import AttributeClassifier
+from models.clip import encode_images
+from models.clip_eval import embed_texts, zero_shot_attributes
+from models.metrics import feature_statistics, frechet_distance
+from train_clip import load_clip
+from train_ldm import ldm_from_state
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="a train_ldm.py checkpoint (with --clip)")
+    parser.add_argument("--clip", default=None,
+                        help="CLIP checkpoint for the CLIP score; default: the one the model used")
+    parser.add_argument("--n", type=int, default=8, help="images per prompt (seeds 0..n-1)")
+    parser.add_argument("--combinations", type=int, default=16,
+                        help="prompts with 2 features, and as many with 3")
+    parser.add_argument("--unconditional", type=int, default=128,
+                        help="unconditional samples for the baseline")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="guidance scale; default: the model's (train_ldm --guidance)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (eta 0)")
+    parser.add_argument("--real-images", type=int, default=1000,
+                        help="held-out real images for the Frechet distance and CLIP score")
+    parser.add_argument("--classifier-steps", type=int, default=600,
+                        help="training steps of the judge when it is not cached")
+    parser.add_argument("--batch-size", type=int, default=128, help="images generated at once")
+    parser.add_argument("--out", default=None, help="output folder; default: CKPT's folder/eval")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the prompt combinations")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    return parser.parse_args(argv)
+
+
+# ---- The judge ---------------------------------------------------------------------------------
+
+def train_classifier(train, held_out, steps: int, device, batch_size: int = 64) -> dict:
+    """Train the attribute classifier on real images; returns its checkpoint dict."""
+    torch.manual_seed(0)
+    model = AttributeClassifier(train.attributes.shape[1]).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    for step in tqdm(range(steps), desc="training the judge", leave=False):
+        indices = torch.randint(0, len(train), (batch_size,), generator=generator)
+        batch = train.batch(indices, device)
+        x = augment(batch["image"], max_rotation_deg=5.0)
+        labels = (batch["attributes"] > 0).float()
+        loss = F.binary_cross_entropy_with_logits(model(x), labels)
+        for group in optimizer.param_groups:  # cosine decay
+            group["lr"] = 2e-3 * 0.5 * (1 + torch.cos(torch.tensor(step / steps * torch.pi)).item())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(held_out.batch(torch.arange(i, min(i + 256, len(held_out))),
+                                                 device)["image"]).cpu()
+                            for i in range(0, len(held_out), 256)])
+    labels = torch.from_numpy(held_out.attributes) > 0
+    accuracy = ((logits > 0) == labels).float().mean(0)
+    return {"kind": "classifier", "model": model.state_dict(), "num_attributes": labels.shape[1],
+            "attribute_names": train.attribute_names, "steps": steps,
+            "val_accuracy": {name: accuracy[i].item() for i, name in enumerate(train.attribute_names)}}
+
+
+def load_judge(vae_config: dict, steps: int, device) -> tuple[AttributeClassifier, dict]:
+    data, size = vae_config["data"], vae_config["image_size"]
+    cache_dir = Path(vae_config["cache_dir"])
+    train = load_dataset(data, size, split="train", cache_dir=cache_dir)
+    if train.attributes is None:
+        raise ConfigError(f"the dataset {data} has no attribute labels: evaluate.py judges "
+                          "attributes (synthetic faces or CelebA)")
+    path = cache_dir / f"classifier-{train.name.replace('/', '_').replace(':', '_')}-{size}px.pt"
+    state = None
+    if path.is_file():
+        state = load_checkpoint(path, kind="classifier")
+        if state["attribute_names"] != train.attribute_names or state["steps"] != steps:
+            state = None
+    if state is None:
+        held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
+        started = time.time()
+        state = train_classifier(train, held_out, steps, device)
+        save_checkpoint(path, state)
+        print(f"trained the judge in {time.time() - started:.0f} s, cached in {path}")
+    else:
+        print(f"judge: {path}")
+    model = AttributeClassifier(state["num_attributes"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval().requires_grad_(False), state
+
+
+# ---- Prompts from attribute requirements ----------------------------------------------------------
+
+def single_requirements(names: list[str]) -> list[dict[str, bool]]:
+    """One prompt per nameable attribute; No_Beard is asked as "a beard" (No_Beard False), and
+    Male both ways ("a man", "a woman")."""
+    singles = [{name: name != "No_Beard"} for name in zero_shot_attributes(names)]
+    if "Male" in names:
+        singles.append({"Male": False})
+    return singles
+
+
+def combined_requirements(rows: torch.Tensor, names: list[str], k: int, count: int,
+                          rng: random.Random) -> list[dict[str, bool]]:
+    """`count` distinct sets of k features that occur together in real rows (so each is possible)."""
+    nameable = set(zero_shot_attributes(names))
+    found, tries = [], 0
+    while len(found) < count and tries < 100 * count:
+        tries += 1
+        row = {n: v > 0 for n, v in zip(names, rows[rng.randrange(len(rows))].tolist())}
+        options = [(n, v) for n, v in row.items()
+                   if n in nameable and (v or n == "Male") and n != "No_Beard"]
+        if "No_Beard" in row and not row["No_Beard"]:
+            options.append(("No_Beard", False))                      # "with a beard"
+        if len(options) >= k:
+            chosen = dict(sorted(rng.sample(options, k), key=lambda o: names.index(o[0])))
+            if chosen not in found:
+                found.append(chosen)
+    return found
+
+
+def prompt_for(requirement: dict[str, bool]) -> str:
+    """The full caption of exactly these features: {"Male": True, "Eyeglasses": True} ->
+    "a photo of a man with glasses"."""
+    return full_caption(requirement)
+
+
+def judge_rates(probabilities: torch.Tensor, requirement: dict[str, bool],
+                names: list[str]) -> torch.Tensor:
+    """(N, A) judge probabilities -> (N,) bool: does each image meet every requirement?"""
+    right = torch.ones(len(probabilities), dtype=torch.bool)
+    for name, wanted in requirement.items():
+        right &= (probabilities[:, names.index(name)] > 0.5) == wanted
+    return right
+
+
+# ---- Generation ----------------------------------------------------------------------------------
+
+@torch.no_grad()
+def generate(ldm, prompts: list[str], n: int, guidance: float, steps: int, batch_size: int,
+             device, desc: str) -> torch.Tensor:
+    """n images per prompt, image j from seed j; DDIM at eta 0 -> images (P*n, 3, S, S) on the CPU."""
+    unet, vae, text = ldm["unet"], ldm["vae"], ldm["text"]
+    scheduler = DDIMScheduler.from_ddpm(ldm["scheduler"])
+    scheduler.set_timesteps(steps)
+    C, h, w = ldm["latent_shape"]
+    jobs = [(p, j) for p in prompts for j in range(n)]
+    noise = {j: torch.randn(C, h, w, generator=torch.Generator().manual_seed(j)) for j in range(n)}
+    images = []
+    for start in tqdm(range(0, len(jobs), batch_size), desc=desc, leave=False):
+        batch = jobs[start:start + batch_size]
+        z_T = torch.stack([noise[j] for _, j in batch]).to(device)
+        cond = text([p for p, _ in batch], device, warn_unknown=False)
+        uncond = text([""] * len(batch), device, warn_unknown=False)
+        z0 = sample(lambda z, t: guided_prediction(unet, z, t, cond, uncond, guidance), scheduler,
+                    z_T, progress=False)
+        images.append(vae.decode(z0 / ldm["scale_factor"]).float().clamp(-1, 1).cpu())
+    return torch.cat(images)
+
+
+@torch.no_grad()
+def judge(classifier, images: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, S, S) -> probabilities (N, A), features (N, F)."""
+    probabilities, features = [], []
+    for i in range(0, len(images), 256):
+        x = images[i:i + 256].to(device)
+        f = classifier.features(x)
+        features.append(f.cpu())
+        probabilities.append(torch.sigmoid(classifier.head(f)).cpu())
+    return torch.cat(probabilities), torch.cat(features)
+
+
+@torch.no_grad()
+def clip_score(clip: dict, images: torch.Tensor, prompts: list[str], device) -> float:
+    """Mean cosine similarity between each image and its prompt in the CLIP space."""
+    vectors = torch.cat([encode_images(clip["clip"], clip["vae"], images[i:i + 256].to(device),
+                                       clip["scale_factor"]).float().cpu()
+                         for i in range(0, len(images), 256)])
+    texts = embed_texts(clip["clip"], clip["tokenizer"], prompts, device).cpu()
+    return (vectors * texts).sum(-1).mean().item()
+
+
+def main():
+    args = parse_args()
+    for name in ("n", "combinations", "unconditional", "steps", "real_images", "batch_size",
+                 "classifier_steps"):
+        require(getattr(args, name) > 0, f"--{name.replace('_', '-')} {getattr(args, name)}: "
+                                         "expected a positive number")
+    device = pick_device(args.device)
+    started = time.time()
+    try:
+        state = load_checkpoint(args.ckpt, kind="ldm")
+    except CheckpointError as error:
+        raise ConfigError(str(error)) from None
+    ldm = ldm_from_state(state, device)
+    require(ldm["text"] is not None, f"--ckpt {args.ckpt}: an unconditional model (trained "
+                                     "without --clip); evaluate.py measures prompt following")
+    names = state["attribute_names"]
+    require(names is not None, f"--ckpt {args.ckpt}: trained on data without attributes")
+    guidance = ldm["config"]["guidance"] if args.guidance is None else args.guidance
+    out = Path(args.out) if args.out else Path(args.ckpt).parent / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    classifier, judge_state = load_judge(state["vae_config"], args.classifier_steps, device)
+
+    # prompts: singles, then pairs and triples seen together in held-out rows
+    vae_config = state["vae_config"]
+    held_out = load_dataset(vae_config["data"], vae_config["image_size"], split="val",
+                            cache_dir=vae_config["cache_dir"])
+    rows = torch.from_numpy(held_out.attributes)
+    rng = random.Random(args.seed)
+    groups = {"single": single_requirements(names),
+              "pair": combined_requirements(rows, names, 2, args.combinations, rng),
+              "triple": combined_requirements(rows, names, 3, args.combinations, rng)}
+    requirements = [r for group in groups.values() for r in group]
+    prompts = [prompt_for(r) for r in requirements]
+    print(f"{len(prompts)} prompts x {args.n} seeds, guidance {guidance}, DDIM {args.steps} steps; "
+          f"{args.unconditional} unconditional samples")
+
+    images = generate(ldm, prompts, args.n, guidance, args.steps, args.batch_size, device,
+                      "prompts")
+    unconditional = generate(ldm, [""], args.unconditional, 1.0, args.steps, args.batch_size,
+                             device, "unconditional")
+    probabilities, features = judge(classifier, images, device)
+    uncond_probabilities, uncond_features = judge(classifier, unconditional, device)
+
+    # ---- Prompt following -------------------------------------------------------------------
+    results = {"single": [], "pair": [], "triple": []}
+    index = 0
+    for group, group_requirements in groups.items():
+        for requirement in group_requirements:
+            right = judge_rates(probabilities[index * args.n:(index + 1) * args.n], requirement,
+                                names)
+            baseline = judge_rates(uncond_probabilities, requirement, names)
+            real = judge_rates(rows.float(), requirement, names)  # labels: the data's own rate
+            results[group].append({"prompt": prompts[index], "requirement": requirement,
+                                   "accuracy": right.float().mean().item(),
+                                   "unconditional": baseline.float().mean().item(),
+                                   "data_rate": real.float().mean().item()})
+            index += 1
+    summary = {group: {"accuracy": sum(r["accuracy"] for r in rs) / len(rs),
+                       "unconditional": sum(r["unconditional"] for r in rs) / len(rs),
+                       "prompts": len(rs)} for group, rs in results.items() if rs}
+
+    # ---- Frechet distance in the judge's feature space, and the CLIP score ------------------
+    real_count = min(args.real_images, len(held_out))
+    real_images = held_out.batch(torch.arange(real_count), "cpu")["image"]
+    _, real_features = judge(classifier, real_images, device)
+    mu_r, sigma_r = feature_statistics(real_features)
+    fd = {"generated_vs_real": frechet_distance(*feature_statistics(features), mu_r, sigma_r),
+          "unconditional_vs_real": frechet_distance(*feature_statistics(uncond_features), mu_r,
+                                                    sigma_r)}
+    train_real = load_dataset(vae_config["data"], vae_config["image_size"], split="train",
+                              cache_dir=vae_config["cache_dir"])
+    other = train_real.batch(torch.arange(min(real_count, len(train_real))), "cpu")["image"]
+    fd["real_train_vs_real_val"] = frechet_distance(*feature_statistics(judge(classifier, other,
+                                                                              device)[1]),
+                                                    mu_r, sigma_r)
+    clip_path = args.clip or ldm["config"]["clip"]
+    scores = {}
+    if clip_path and Path(clip_path).is_file():
+        clip = load_clip(clip_path, device)
+        per_image_prompts = [p for p in prompts for _ in range(args.n)]
+        scores = {"generated": clip_score(clip, images, per_image_prompts, device),
+                  "real_with_own_captions": clip_score(
+                      clip, real_images, [full_caption({n: v > 0 for n, v in zip(names, r)})
+                                          for r in rows[:real_count].tolist()], device),
+                  "unconditional_with_the_prompts": clip_score(
+                      clip, unconditional[:len(per_image_prompts)],
+                      per_image_prompts[:len(unconditional)], device)}
+    else:
+        print(f"CLIP score skipped: no CLIP checkpoint at {clip_path!r} (give --clip)")
+
+    report = {"checkpoint": str(args.ckpt), "step": ldm["step"], "guidance": guidance,
+              "steps": args.steps, "images_per_prompt": args.n, "summary": summary,
+              "prompts": results, "frechet_distance": fd, "clip_score": scores,
+              "judge_val_accuracy": judge_state["val_accuracy"],
+              "seconds": time.time() - started}
+    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    singles = len(groups["single"])
+    save_grid(images[:singles * args.n], out / "prompts.png", nrow=args.n)
+    (out / "prompts.txt").write_text("".join(f"row {i}: {p}\n" for i, p in
+                                             enumerate(prompts[:singles])))
+    print_report(report, names)
+    print(f"wrote {out}/eval.json, {out}/prompts.png ({time.time() - started:.0f} s)")
+
+
+def print_report(report: dict, names: list[str]) -> None:
+    print(f"\nprompt following at guidance {report['guidance']} ({report['images_per_prompt']} "
+          "images per prompt; judge = attribute classifier):")
+    print(f"  {'prompt':58s} {'right':>6s} {'uncond':>6s} {'judge':>6s}")
+    for r in report["prompts"]["single"]:
+        judge_acc = min(report["judge_val_accuracy"][n] for n in r["requirement"])
+        print(f"  {r['prompt'][:58]:58s} {r['accuracy']:6.2f} {r['unconditional']:6.2f} "
+              f"{judge_acc:6.2f}")
+    for group, s in report["summary"].items():
+        print(f"  {group + ' (mean of ' + str(s['prompts']) + ' prompts)':58s} "
+              f"{s['accuracy']:6.2f} {s['unconditional']:6.2f}")
+    fd = report["frechet_distance"]
+    print(f"Frechet distance in the judge's features: generated {fd['generated_vs_real']:.3f}, "
+          f"unconditional {fd['unconditional_vs_real']:.3f}, real train vs val "
+          f"{fd['real_train_vs_real_val']:.3f} (noise floor)")
+    if report["clip_score"]:
+        c = report["clip_score"]
+        print(f"CLIP score (cosine): generated {c['generated']:.3f}, real images with their "
+              f"captions {c['real_with_own_captions']:.3f}, unconditional samples with the same "
+              f"prompts {c['unconditional_with_the_prompts']:.3f}")
+
+
+if __name__ == "__main__":
+    main_guard(main)
