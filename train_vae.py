@@ -239,7 +239,9 @@ def main():
         disc.load_state_dict(state["discriminator"])
         opt_ae.load_state_dict(state["optimizer"])
         opt_d.load_state_dict(state["optimizer_discriminator"])
-        start_step, scale_factor = state["step"], state.get("scale_factor")
+        start_step = state["step"]
+        # A finished run resumed for more steps must measure its latents again at the end.
+        scale_factor = state.get("scale_factor") if start_step >= cfg.steps else None
         set_rng_state(rng_state_for_rank(state, info), device)
         if info.is_main:
             print(f"resumed from {checkpoint_path} at step {start_step}")

@@ -165,3 +165,23 @@ def test_vae_run_saves_an_autoencoder_that_round_trips_with_its_scale_factor(tmp
     with torch.no_grad():
         mean = vae.encode(images.batch(torch.arange(len(images)), "cpu")["image"]).mean
     assert torch.allclose(latents["mean"].float(), mean, atol=2e-2, rtol=1e-2)  # float16 cache
+
+    # Resumed for more steps and stopped part-way, a finished run no longer counts as finished:
+    # its stale scale factor is dropped (measured again at the new end) and the cache is kept.
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    before = (out / "latents_val.pt").read_bytes()
+    process = subprocess.Popen(
+        [sys.executable, "train_vae.py", "--preset", "cpu", "--data", "synthetic:64",
+         "--image-size", "32", "--cache-dir", cache_dir, "--steps", "100000", "--disc-start", "2",
+         "--batch-size", "8", "--eval-images", "8", "--scale-images", "16", "--log-every", "1",
+         "--device", "cpu", "--out", str(out), "--resume"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len((out / "metrics.jsonl").read_text().splitlines()) < 8:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    stopped = load_checkpoint(out / "checkpoint.pt", kind="vae")
+    assert stopped["step"] > 4 and stopped["scale_factor"] is None
+    assert b"latents cached" not in stdout and (out / "latents_val.pt").read_bytes() == before

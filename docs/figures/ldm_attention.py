@@ -1,0 +1,62 @@
+"""Figure for point 16: where each word of a prompt looks, for 4 seeds of one prompt.
+
+    python train_ldm.py --preset cpu                     # writes runs/ldm_cpu
+    python -m docs.figures.ldm_attention --ckpt runs/ldm_cpu/checkpoint.pt \
+        --prompt "a photo of a bald man with glasses"
+
+writes docs/figures/ldm_attention.png: one row per seed (0..3, top to bottom), each the generated
+image followed by one panel per token (<bos>, the prompt's words, <eos>) with that token's
+cross-attention map over the image. The maps are sample.py --attention-maps' (AttentionRecorder,
+save_attention_figure): at every DDIM step and every cross-attention layer, the weight each latent
+position gives to the token, from the conditional branch of guidance only, averaged over heads,
+bilinearly resized to the latent grid, then averaged over layers and steps. Each panel is scaled
+to its own maximum, so colours compare positions within a panel, not tokens with each other.
+Images are drawn as in ldm_prompt_grid (DDIM 50 steps, eta 0, the model's guidance, seed j's noise),
+so row j equals `python sample.py --ckpt CKPT --prompt PROMPT --seed j --n 1`.
+"""
+
+import argparse
+from pathlib import Path
+
+from diffusion.training import CheckpointError
+from docs.figures.common import FIGURES, compact_png, sample_text_to_image
+from sample import AttentionRecorder, save_attention_figure
+from train_ldm import load_ldm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", default="runs/ldm_cpu/checkpoint.pt",
+                        help="a train_ldm.py checkpoint trained with --clip")
+    parser.add_argument("--prompt", default="a photo of a bald man with glasses")
+    parser.add_argument("--seeds", type=int, default=4, help="rows: seeds 0 .. seeds-1")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (eta 0)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale; default: the model's own")
+    parser.add_argument("--out-dir", default=str(FIGURES), help="where ldm_attention.png goes")
+    args = parser.parse_args()
+
+    try:
+        ldm = load_ldm(args.ckpt)                              # EMA weights, CPU, eval mode
+    except CheckpointError as error:
+        raise SystemExit(f"error: {error}") from None
+    if ldm["text"] is None:
+        raise SystemExit(f"error: {args.ckpt} is an unconditional model (train_ldm.py --clip ''): "
+                         "it has no cross-attention to show")
+    guidance = ldm["config"]["guidance"] if args.guidance is None else args.guidance
+    seeds = list(range(args.seeds))
+    prompts = [args.prompt] * len(seeds)
+    _, h, w = ldm["latent_shape"]
+    recorder = AttentionRecorder(ldm["unet"], len(seeds), (h, w))
+    images = sample_text_to_image(ldm, prompts, seeds, guidance, args.steps, recorder)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "ldm_attention.png"
+    save_attention_figure(path, images, recorder.maps(), prompts, ldm["text"].tokenizer)
+    compact_png(path)
+    print(f"  rows: seeds {seeds[0]}..{seeds[-1]}; guidance {guidance:g}, DDIM {args.steps} steps; "
+          f"{len(recorder.layers)} cross-attention layers x {args.steps} steps averaged")
+
+
+if __name__ == "__main__":
+    main()
