@@ -38,8 +38,7 @@ from tqdm import tqdm
 from data import load_dataset
 from data.augment import augment
 from data.captions import full_caption
-from diffusion import DDIMScheduler, sample
-from diffusion.guidance import guided_prediction
+from diffusion import DDIMScheduler
 from diffusion.training import (CheckpointError, ConfigError, load_checkpoint, main_guard,
                                 pick_device, require, save_checkpoint, save_grid)
 from models.classifier import AttributeClassifier
@@ -47,7 +46,7 @@ from models.clip import encode_images
 from models.clip_eval import embed_texts, zero_shot_attributes
 from models.metrics import feature_statistics, frechet_distance
 from train_clip import load_clip
-from train_ldm import ldm_from_state
+from train_ldm import generate, ldm_from_state
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,7 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="guidance scale; default: the model's (train_ldm --guidance)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (eta 0)")
     parser.add_argument("--real-images", type=int, default=1000,
-                        help="held-out real images for the Frechet distance and CLIP score")
+                        help="at most this many images per set for the Frechet distance (every "
+                             "set is cut to the smallest) and real images for the CLIP score")
     parser.add_argument("--classifier-steps", type=int, default=600,
                         help="training steps of the judge when it is not cached")
     parser.add_argument("--batch-size", type=int, default=128, help="images generated at once")
@@ -179,25 +179,18 @@ def judge_rates(probabilities: torch.Tensor, requirement: dict[str, bool],
 
 # ---- Generation ----------------------------------------------------------------------------------
 
-@torch.no_grad()
-def generate(ldm, prompts: list[str], n: int, guidance: float, steps: int, batch_size: int,
-             device, desc: str) -> torch.Tensor:
-    """n images per prompt, image j from seed j; DDIM at eta 0 -> images (P*n, 3, S, S) on the CPU."""
-    unet, vae, text = ldm["unet"], ldm["vae"], ldm["text"]
+def generate_all(ldm, prompts: list[str], n: int, guidance: float, steps: int, batch_size: int,
+                 desc: str) -> torch.Tensor:
+    """n images per prompt, image j from seed j (as sample.py --seed 0 --n n makes them), DDIM at
+    eta 0 -> images (P*n, 3, S, S) in [-1, 1], on the CPU."""
     scheduler = DDIMScheduler.from_ddpm(ldm["scheduler"])
     scheduler.set_timesteps(steps)
-    C, h, w = ldm["latent_shape"]
     jobs = [(p, j) for p in prompts for j in range(n)]
-    noise = {j: torch.randn(C, h, w, generator=torch.Generator().manual_seed(j)) for j in range(n)}
     images = []
     for start in tqdm(range(0, len(jobs), batch_size), desc=desc, leave=False):
         batch = jobs[start:start + batch_size]
-        z_T = torch.stack([noise[j] for _, j in batch]).to(device)
-        cond = text([p for p, _ in batch], device, warn_unknown=False)
-        uncond = text([""] * len(batch), device, warn_unknown=False)
-        z0 = sample(lambda z, t: guided_prediction(unet, z, t, cond, uncond, guidance), scheduler,
-                    z_T, progress=False)
-        images.append(vae.decode(z0 / ldm["scale_factor"]).float().clamp(-1, 1).cpu())
+        images.append(generate(ldm, [p for p, _ in batch], [j for _, j in batch], guidance,
+                               scheduler).clamp(-1, 1))
     return torch.cat(images)
 
 
@@ -214,13 +207,17 @@ def judge(classifier, images: torch.Tensor, device) -> tuple[torch.Tensor, torch
 
 
 @torch.no_grad()
-def clip_score(clip: dict, images: torch.Tensor, prompts: list[str], device) -> float:
-    """Mean cosine similarity between each image and its prompt in the CLIP space."""
-    vectors = torch.cat([encode_images(clip["clip"], clip["vae"], images[i:i + 256].to(device),
-                                       clip["scale_factor"]).float().cpu()
-                         for i in range(0, len(images), 256)])
+def clip_image_vectors(clip: dict, images: torch.Tensor, device) -> torch.Tensor:
+    """Images (N, 3, S, S) -> unit vectors (N, E) of the project's CLIP, on the CPU."""
+    return torch.cat([encode_images(clip["clip"], clip["vae"], images[i:i + 256].to(device),
+                                    clip["scale_factor"]).float().cpu()
+                      for i in range(0, len(images), 256)])
+
+
+def clip_score(clip: dict, images: torch.Tensor, prompts: list[str], device) -> torch.Tensor:
+    """(N,) cosine similarity between each image and its prompt in the CLIP space."""
     texts = embed_texts(clip["clip"], clip["tokenizer"], prompts, device).cpu()
-    return (vectors * texts).sum(-1).mean().item()
+    return (clip_image_vectors(clip, images, device) * texts).sum(-1)
 
 
 def main():
@@ -259,10 +256,9 @@ def main():
     print(f"{len(prompts)} prompts x {args.n} seeds, guidance {guidance}, DDIM {args.steps} steps; "
           f"{args.unconditional} unconditional samples")
 
-    images = generate(ldm, prompts, args.n, guidance, args.steps, args.batch_size, device,
-                      "prompts")
-    unconditional = generate(ldm, [""], args.unconditional, 1.0, args.steps, args.batch_size,
-                             device, "unconditional")
+    images = generate_all(ldm, prompts, args.n, guidance, args.steps, args.batch_size, "prompts")
+    unconditional = generate_all(ldm, [""], args.unconditional, 1.0, args.steps, args.batch_size,
+                                 "unconditional")
     probabilities, features = judge(classifier, images, device)
     uncond_probabilities, uncond_features = judge(classifier, unconditional, device)
 
@@ -285,31 +281,38 @@ def main():
                        "prompts": len(rs)} for group, rs in results.items() if rs}
 
     # ---- Frechet distance in the judge's feature space, and the CLIP score ------------------
-    real_count = min(args.real_images, len(held_out))
-    real_images = held_out.batch(torch.arange(real_count), "cpu")["image"]
-    _, real_features = judge(classifier, real_images, device)
-    mu_r, sigma_r = feature_statistics(real_features)
-    fd = {"generated_vs_real": frechet_distance(*feature_statistics(features), mu_r, sigma_r),
-          "unconditional_vs_real": frechet_distance(*feature_statistics(uncond_features), mu_r,
-                                                    sigma_r)}
+    # Every set is cut to the same size k (evenly spaced picks): the estimate grows as k shrinks,
+    # so distances computed from different sample sizes would not compare.
     train_real = load_dataset(vae_config["data"], vae_config["image_size"], split="train",
                               cache_dir=vae_config["cache_dir"])
-    other = train_real.batch(torch.arange(min(real_count, len(train_real))), "cpu")["image"]
-    fd["real_train_vs_real_val"] = frechet_distance(*feature_statistics(judge(classifier, other,
-                                                                              device)[1]),
-                                                    mu_r, sigma_r)
+    k = min(len(images), len(unconditional), args.real_images, len(held_out), len(train_real))
+    pick = lambda count: torch.linspace(0, count - 1, k).round().long()  # noqa: E731
+    real_images = held_out.batch(pick(len(held_out)), "cpu")["image"]
+    real_rows = rows[pick(len(held_out))]
+    statistics = {name: feature_statistics(judge(classifier, x, device)[1]) for name, x in (
+        ("real", real_images), ("generated", images[pick(len(images))]),
+        ("unconditional", unconditional[pick(len(unconditional))]),
+        ("real_train", train_real.batch(pick(len(train_real)), "cpu")["image"]))}
+    fd = {"images_per_set": k,
+          "generated_vs_real": frechet_distance(*statistics["generated"], *statistics["real"]),
+          "unconditional_vs_real": frechet_distance(*statistics["unconditional"],
+                                                    *statistics["real"]),
+          "real_train_vs_real_val": frechet_distance(*statistics["real_train"], *statistics["real"])}
     clip_path = args.clip or ldm["config"]["clip"]
     scores = {}
     if clip_path and Path(clip_path).is_file():
         clip = load_clip(clip_path, device)
         per_image_prompts = [p for p in prompts for _ in range(args.n)]
-        scores = {"generated": clip_score(clip, images, per_image_prompts, device),
-                  "real_with_own_captions": clip_score(
-                      clip, real_images, [full_caption({n: v > 0 for n, v in zip(names, r)})
-                                          for r in rows[:real_count].tolist()], device),
-                  "unconditional_with_the_prompts": clip_score(
-                      clip, unconditional[:len(per_image_prompts)],
-                      per_image_prompts[:len(unconditional)], device)}
+        real_captions = [full_caption({n: v > 0 for n, v in zip(names, r)})
+                         for r in real_rows.tolist()]
+        scores = {"generated": clip_score(clip, images, per_image_prompts, device).mean().item(),
+                  "real_with_own_captions": clip_score(clip, real_images, real_captions,
+                                                       device).mean().item(),
+                  # every unconditional image against every prompt: what ignoring the text scores
+                  "unconditional_with_the_prompts": (
+                      clip_image_vectors(clip, unconditional, device)
+                      @ embed_texts(clip["clip"], clip["tokenizer"], prompts, device).cpu().T
+                  ).mean().item()}
     else:
         print(f"CLIP score skipped: no CLIP checkpoint at {clip_path!r} (give --clip)")
 
@@ -339,7 +342,8 @@ def print_report(report: dict, names: list[str]) -> None:
         print(f"  {group + ' (mean of ' + str(s['prompts']) + ' prompts)':58s} "
               f"{s['accuracy']:6.2f} {s['unconditional']:6.2f}")
     fd = report["frechet_distance"]
-    print(f"Frechet distance in the judge's features: generated {fd['generated_vs_real']:.3f}, "
+    print(f"Frechet distance in the judge's features ({fd['images_per_set']} images per set): "
+          f"generated {fd['generated_vs_real']:.3f}, "
           f"unconditional {fd['unconditional_vs_real']:.3f}, real train vs val "
           f"{fd['real_train_vs_real_val']:.3f} (noise floor)")
     if report["clip_score"]:

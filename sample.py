@@ -29,14 +29,14 @@ import re
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from diffusion import DDIMScheduler, sample
-from diffusion.guidance import guided_prediction
 from diffusion.training import (ConfigError, load_checkpoint, main_guard, pick_device, require,
                                 save_grid)
 from models.attention import SpatialTransformer
-from train_ldm import ldm_from_state
+from train_ldm import generate, ldm_from_state
 from train_unconditional import build_scheduler, build_unet
 
 
@@ -188,28 +188,35 @@ def slug(text: str, length: int = 40) -> str:
 
 class AttentionRecorder:
     """Sums the cross-attention weights of the conditional branch over heads, layers and steps,
-    per image token position and text token, at the latent resolution. [P16]"""
+    per image position and text token, at the latent resolution. [P16]"""
 
     def __init__(self, unet, batch: int, latent_hw: tuple[int, int]):
         self.layers = [m.block.cross_attention for m in unet.modules()
                        if isinstance(m, SpatialTransformer)]
         for layer in self.layers:
-            layer.record = True
+            layer.record = True   # the written-out attention that keeps its weights
         self.batch, self.latent_hw, self.total, self.count = batch, latent_hw, None, 0
 
     def collect(self) -> None:
+        """After a model call: add every layer's weights (the first `batch` rows: the
+        conditional branch of guidance)."""
         h, w = self.latent_hw
         for layer in self.layers:
-            weights = layer.last_weights[:self.batch].float().mean(1)    # (B, HW_l, L) mean of heads
-            side = int(weights.shape[1] ** 0.5)                          # this layer's resolution
-            maps = weights.transpose(1, 2).reshape(self.batch, -1, side, side)  # (B, L, h_l, w_l)
-            maps = torch.nn.functional.interpolate(maps, size=(h, w), mode="bilinear",
-                                                   align_corners=False)  # (B, L, h, w)
-            self.total = maps if self.total is None else self.total + maps
+            weights = layer.last_weights[:self.batch].float().mean(1)    # (B, h_l*w_l, L) mean of heads
+            factor = round((h * w / weights.shape[1]) ** 0.5)            # this layer's downsampling
+            maps = weights.transpose(1, 2).reshape(self.batch, -1, h // factor, w // factor)
+            maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
+            self.total = maps if self.total is None else self.total + maps  # (B, L, h, w)
             self.count += 1
 
     def maps(self) -> torch.Tensor:
-        return self.total / self.count                                   # (B, L, h, w)
+        """(B, L, h, w): the mean over heads, layers and steps, on the CPU."""
+        return (self.total / self.count).cpu()
+
+    def close(self) -> None:
+        """Back to the fused attention kernel."""
+        for layer in self.layers:
+            layer.record, layer.last_weights = False, None
 
 
 def save_attention_figure(path: Path, images: torch.Tensor, maps: torch.Tensor, prompts: list[str],
@@ -234,7 +241,7 @@ def save_attention_figure(path: Path, images: torch.Tensor, maps: torch.Tensor, 
                              fontsize=6, loc="left")
         for j, word in enumerate(words):
             heat = maps[i, j][None, None]
-            heat = torch.nn.functional.interpolate(heat, size=picture.shape[:2], mode="bilinear",
+            heat = F.interpolate(heat, size=picture.shape[:2], mode="bilinear",
                                                    align_corners=False)[0, 0]
             axes[r, j + 1].imshow(picture)
             axes[r, j + 1].imshow((heat / heat.max().clamp(min=1e-8)).numpy(), cmap="jet",
@@ -267,41 +274,23 @@ def sample_latents(args, checkpoint: dict, device) -> None:
     # every image: its prompt and seed; its own noise, so (prompt, seed) names the image
     jobs = [(p, args.seed + j) for p in prompts for j in range(n)]
     if text is not None:
-        text([p for p in prompts] + [args.negative_prompt], device)  # warns about unknown words once
+        text(prompts + [args.negative_prompt], device)  # names unknown words, once each
     generator = torch.Generator().manual_seed(args.seed)  # the noise of stochastic steps
     images, trajectory, attention = [], None, []
-    decode = lambda z: vae.decode(z / scale_factor).float().cpu()  # noqa: E731  [P12]
     for start in range(0, len(jobs), args.batch_size):
         batch = jobs[start:start + args.batch_size]
-        z_T = torch.stack([torch.randn(C, h, w, generator=torch.Generator().manual_seed(s))
-                           for _, s in batch]).to(device)                           # (B, C, h, w)
-        recorder = None
-        if text is None:
-            model_fn = lambda z, t: unet(z, t)  # noqa: E731
-        else:
-            cond = text([p for p, _ in batch], device, warn_unknown=False)
-            uncond = text([args.negative_prompt] * len(batch), device, warn_unknown=False)
-            if args.attention_maps:
-                recorder = AttentionRecorder(unet, len(batch), (h, w))
-
-            def model_fn(z, t, cond=cond, uncond=uncond, recorder=recorder):
-                eps = guided_prediction(unet, z, t, cond, uncond, guidance)
-                if recorder is not None:
-                    recorder.collect()
-                return eps
-        result = sample(model_fn, scheduler, z_T, eta=args.eta if args.sampler == "ddim" else 0.0,
-                        generator=generator,
-                        x_init=None if x_init is None else x_init.expand(len(batch), -1, -1, -1),
-                        strength=strength,
-                        trajectory_steps=shown if args.trajectory and start == 0 else None)
+        recorder = AttentionRecorder(unet, len(batch), (h, w)) if args.attention_maps else None
+        result = generate(ldm, [p for p, _ in batch], [s for _, s in batch], guidance, scheduler,
+                          negative_prompt=args.negative_prompt,
+                          eta=args.eta if args.sampler == "ddim" else 0.0, generator=generator,
+                          x_init=x_init, strength=strength, recorder=recorder,
+                          trajectory_steps=shown if args.trajectory and start == 0 else None)
         if isinstance(result, tuple):
-            result, latent_trajectory = result
-            with torch.no_grad():
-                trajectory = [(t, decode(z_t), decode(z0)) for t, z_t, z0 in latent_trajectory]
-        with torch.no_grad():
-            images.append(decode(result))
+            result, trajectory = result
+        images.append(result)
         if recorder is not None:
-            attention.append(recorder.maps().cpu())
+            attention.append(recorder.maps())
+            recorder.close()
     images = torch.cat(images)
 
     write_outputs(args, images, trajectory, nrow=n)

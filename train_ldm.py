@@ -13,7 +13,7 @@ unconditional and can be sampled with classifier-free guidance (diffusion/guidan
 
     python train_ldm.py --vae runs/vae/checkpoint.pt --clip runs/clip/checkpoint.pt
     python train_ldm.py --preset cpu                  # on runs/vae_cpu and runs/clip_cpu
-    python train_ldm.py --preset cpu --clip ""        # unconditional latent diffusion (point 12)
+    python train_ldm.py --preset cpu_uncond           # unconditional latent diffusion (point 12)
 
 The final checkpoint holds everything sample.py needs: UNet and EMA weights, the autoencoder,
 the text encoder and tokenizer, the scale factor and every config.
@@ -108,6 +108,11 @@ PRESETS = {
                 attention_levels=(1, 2), steps=3000, batch_size=64, lr=1e-3, warmup_steps=100,
                 ema_decay=0.995, log_every=25, sample_every=1000, ckpt_every=500,
                 out="runs/ldm_cpu"),
+    "cpu_uncond": dict(_doc="the cpu preset without text: unconditional latent diffusion [P12]",
+                       vae="runs/vae_cpu/checkpoint.pt", clip="", base_channels=32,
+                       channel_mult=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
+                       steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995,
+                       log_every=25, sample_every=1000, ckpt_every=500, out="runs/ldm_cpu_uncond"),
 }
 
 
@@ -168,6 +173,48 @@ def ldm_from_state(state: dict, device: torch.device | str = "cpu", use_ema: boo
             "latent_shape": latent_shape, "config": cfg, "step": state["step"]}
 
 
+@torch.no_grad()
+def generate(ldm: dict, prompts: list[str], seeds: list[int], guidance: float, scheduler,
+             negative_prompt: str = "", eta: float = 0.0, generator: torch.Generator | None = None,
+             x_init: torch.Tensor | None = None, strength: float = 1.0, trajectory_steps=None,
+             recorder=None):
+    """[P12, P16] One batch of images, image i for (prompts[i], seeds[i]): the way every script
+    of the project samples a latent model (sample.py, evaluate.py, the validation grids, figures).
+
+    ldm: {"unet", "vae", "text" (TextConditioner or None), "scale_factor", "latent_shape"}.
+    z_T of image i comes from torch.Generator().manual_seed(seeds[i]) on the CPU, so a (prompt,
+    seed) pair names one image whatever the batch (exactly so for DDIM at eta 0; the noise of
+    stochastic steps comes from `generator`). With text, eps = eps_uncond + guidance * (eps_cond -
+    eps_uncond), eps_uncond from negative_prompt ("" = unconditional). x_init, strength and
+    trajectory_steps as in diffusion.sample, in latent space. recorder: a sample.AttentionRecorder,
+    collected after every step. Returns images (B, 3, S, S) on the CPU (not clamped), and the
+    decoded trajectory [(t, x_t, x0_pred)] when trajectory_steps is given.
+    """
+    unet, vae, text, scale = ldm["unet"], ldm["vae"], ldm["text"], ldm["scale_factor"]
+    device = next(unet.parameters()).device
+    z_T = torch.stack([torch.randn(*ldm["latent_shape"], generator=torch.Generator().manual_seed(s))
+                       for s in seeds]).to(device)                          # (B, C, h, w)
+    if text is None:
+        model_fn = lambda z, t: unet(z, t)  # noqa: E731
+    else:
+        cond = text(prompts, device, warn_unknown=False)                    # (B, L, D), (B, L)
+        uncond = text([negative_prompt] * len(prompts), device, warn_unknown=False)
+
+        def model_fn(z, t):
+            eps = guided_prediction(unet, z, t, cond, uncond, guidance)
+            if recorder is not None:
+                recorder.collect()
+            return eps
+    result = sample(model_fn, scheduler, z_T, eta=eta, generator=generator,
+                    x_init=None if x_init is None else x_init.expand(len(seeds), -1, -1, -1),
+                    strength=strength, trajectory_steps=trajectory_steps, progress=False)
+    decode = lambda z: vae.decode(z / scale).float().cpu()  # noqa: E731  [P12] unscale, decode
+    if trajectory_steps is None:
+        return decode(result)
+    z0, trajectory = result
+    return decode(z0), [(t, decode(z_t), decode(x0)) for t, z_t, x0 in trajectory]
+
+
 def check_config(cfg: Config) -> None:
     require_positive(cfg, ("steps", "batch_size", "log_every", "ckpt_every", "sample_seeds",
                            "sample_steps", "num_train_timesteps", "base_channels",
@@ -219,10 +266,10 @@ def main():
                       "tokenizer": clip["tokenizer"].state_dict(),
                       "text_config": {k: clip["config"][k]
                                       for k in ("text_width", "text_layers", "text_heads")}}
+        text(VALIDATION_PROMPTS, device)  # names any word of the grids' prompts it does not know
         if train["attributes"] is None and train["texts"] is None:
             raise ConfigError("the latent cache has neither attributes nor captions: train an "
                               "unconditional model with --clip ''")
-        empty = text([""], device)                                   # the unconditional prompt
     sampler = BatchSampler(len(train["mean"]), cfg.batch_size, cfg.seed, info.rank,
                            info.world_size)
     if info.is_main:
@@ -276,21 +323,15 @@ def main():
     sample_scheduler = DDIMScheduler.from_ddpm(scheduler)
 
     def validation_grid(step: int) -> None:
-        """Each validation prompt in a column, sample_seeds rows; DDIM, guidance, EMA weights."""
+        """Each validation prompt in a column, seed j in row j (as `sample.py --seed j` makes it);
+        DDIM, guidance, EMA weights."""
         prompts = VALIDATION_PROMPTS if text else [""]
-        prompts_per_image = [p for _ in range(cfg.sample_seeds) for p in prompts]  # row = one seed
-        generator = torch.Generator().manual_seed(cfg.seed)
-        z_T = torch.randn(len(prompts_per_image), *latent_shape, generator=generator).to(device)
-        if text:
-            cond = text(prompts_per_image, device, warn_unknown=step == cfg.sample_every)
-            uncond = tuple(e.expand(len(prompts_per_image), *e.shape[1:]) for e in empty)
-            model_fn = lambda z, t: guided_prediction(ema.model, z, t, cond, uncond,  # noqa: E731
-                                                      cfg.guidance)
-        else:
-            model_fn = lambda z, t: ema.model(z, t)  # noqa: E731
-        z0 = sample(model_fn, sample_scheduler, z_T, num_steps=cfg.sample_steps,
-                    generator=generator, progress=False)
-        images = vae.to(device).decode(z0 / scale_factor)          # [P12] undo the scale, decode
+        jobs = [(p, seed) for seed in range(cfg.sample_seeds) for p in prompts]
+        sample_scheduler.set_timesteps(cfg.sample_steps)
+        current = {"unet": ema.model, "vae": vae.to(device), "text": text,
+                   "scale_factor": scale_factor, "latent_shape": latent_shape}
+        images = generate(current, [p for p, _ in jobs], [s for _, s in jobs], cfg.guidance,
+                          sample_scheduler)
         save_grid(images, out / "samples" / f"step_{step:06d}.png", nrow=len(prompts))
         if step == cfg.steps or not (out / "samples" / "prompts.txt").exists():
             (out / "samples" / "prompts.txt").write_text(

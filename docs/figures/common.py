@@ -13,9 +13,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from data.synthetic import draw_face, sample_attributes  # noqa: E402
-from diffusion import DDIMScheduler, sample  # noqa: E402
-from diffusion.guidance import guided_prediction  # noqa: E402
+from diffusion import DDIMScheduler  # noqa: E402
 from diffusion.training import load_checkpoint  # noqa: E402
+from train_ldm import generate  # noqa: E402
 from train_unconditional import build_scheduler, build_unet  # noqa: E402
 
 FIGURES = Path(__file__).parent  # docs/figures/
@@ -43,31 +43,15 @@ def load_ema_model(ckpt: str):
     return model, scheduler, config
 
 
-@torch.no_grad()
 def sample_text_to_image(ldm: dict, prompts: list[str], seeds: list[int], guidance: float,
                          steps: int = 50, recorder=None) -> torch.Tensor:
-    """One image per (prompt, seed) from a train_ldm.load_ldm() dict, as sample.py makes it:
-    DDIM at eta 0, x_T of image i from torch.Generator().manual_seed(seeds[i]), eps_uncond from
-    the empty prompt. So `python sample.py --ckpt ... --prompt P --seed s --n 1` gives the same
-    image. recorder: a sample.AttentionRecorder on ldm["unet"], collected after every step.
+    """One image per (prompt, seed) from a train_ldm.load_ldm() dict, as sample.py makes it
+    (train_ldm.generate, DDIM at eta 0): `python sample.py --ckpt ... --prompt P --seed s --n 1`
+    gives the same image. recorder: a sample.AttentionRecorder on ldm["unet"].
     Returns images (N, 3, S, S) on the CPU, not clamped."""
-    unet, text = ldm["unet"], ldm["text"]
-    device = next(unet.parameters()).device
     scheduler = DDIMScheduler.from_ddpm(ldm["scheduler"])
-    C, h, w = ldm["latent_shape"]
-    z_T = torch.stack([torch.randn(C, h, w, generator=torch.Generator().manual_seed(seed))
-                       for seed in seeds]).to(device)                        # (N, C, h, w)
-    cond = text(prompts, device)                                             # (N, L, D), (N, L)
-    uncond = text([""] * len(prompts), device)
-
-    def model_fn(z_t, t):
-        eps = guided_prediction(unet, z_t, t, cond, uncond, guidance)
-        if recorder is not None:
-            recorder.collect()   # the conditional branch's cross-attention weights of this step
-        return eps
-
-    z0 = sample(model_fn, scheduler, z_T, num_steps=steps, progress=False)
-    return ldm["vae"].decode(z0 / ldm["scale_factor"]).float().cpu()      # [P12] unscale, decode
+    scheduler.set_timesteps(steps)
+    return generate(ldm, prompts, seeds, guidance, scheduler, recorder=recorder)
 
 
 def save_image_grid(images: torch.Tensor, path: Path, row_labels: list[str],
