@@ -1,0 +1,128 @@
+"""The docs name only what exists: every relative link resolves, every function a doc links to is
+defined in the linked file, every .py file named exists, and every command in a code block uses
+flags (and presets) its script accepts. Scripts are asked for `--help` in this process, so the
+check costs one import of torch, not one interpreter per command."""
+
+import contextlib
+import io
+import re
+import runpy
+import shlex
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
+IDENTIFIER = re.compile(r"^`([A-Za-z_][\w.]*)(\(\))?`$")
+
+
+def code_blocks(text: str) -> list[str]:
+    return re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+
+
+def commands(text: str) -> list[list[str]]:
+    """Shell commands of the code blocks that run a project script: tokens from the script on."""
+    found = []
+    for block in code_blocks(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in re.split(r"&&|;|\|", line):
+                try:
+                    tokens = shlex.split(part, comments=True)
+                except ValueError:
+                    continue
+                for i, token in enumerate(tokens):
+                    if token.endswith("python") or token.endswith("python3"):
+                        rest = tokens[i + 1:]
+                        if rest[:1] == ["-m"] and len(rest) > 1 and (
+                                rest[1].startswith("docs.") or rest[1].startswith("data.")):
+                            found.append(rest[1:])
+                        elif rest and rest[0].endswith(".py"):
+                            found.append(rest)
+                        break
+    return found
+
+
+@cache
+def help_text(target: str) -> str:
+    """`target --help` run in this process: a script path or a module name."""
+    argv, out = sys.argv, io.StringIO()
+    sys.argv = [target, "--help"]
+    try:
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+            if target.endswith(".py"):
+                runpy.run_path(str(ROOT / target), run_name="__main__")
+            else:
+                runpy.run_module(target, run_name="__main__", alter_sys=False)
+    finally:
+        sys.argv = argv
+    assert exit_info.value.code in (0, None), f"{target} --help failed"
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_relative_link_resolves(doc):
+    for label, target in LINK.findall(doc.read_text()):
+        if re.match(r"^(https?:|mailto:|#)", target):
+            continue
+        path = (doc.parent / target.split("#")[0]).resolve()
+        assert path.exists(), f"{doc.name}: [{label}]({target}) points at nothing"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_linked_function_is_defined_in_its_file(doc):
+    for label, target in LINK.findall(doc.read_text()):
+        match = IDENTIFIER.match(label)
+        path = (doc.parent / target.split("#")[0])
+        if not match or match.group(1).endswith(".py") or path.suffix != ".py" or not path.is_file():
+            continue  # not a name, or a link to the file itself
+        name = match.group(1).split(".")[-1]
+        source = path.read_text()
+        definition = (rf"^\s*(def|class)\s+{re.escape(name)}\b|^\s*{re.escape(name)}\s*[:=]"
+                      rf"|\bself\.{re.escape(name)}\s*[:=]")
+        assert re.search(definition, source, flags=re.M), \
+            f"{doc.name}: [{label}]({target}): no {name} defined in {path.name}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_python_file_named_exists(doc):
+    names = set(re.findall(r"`([\w./-]+\.py)`", doc.read_text()))
+    files = {p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.py") if ".venv" not in p.parts}
+    basenames = {Path(f).name for f in files}
+    for name in names:
+        clean = name.lstrip("./")
+        assert clean in files or (ROOT / "docs" / clean).exists() or \
+            ("/" not in clean and clean in basenames), f"{doc.name}: `{name}` does not exist"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_command_uses_flags_its_script_accepts(doc):
+    for command in commands(doc.read_text()):
+        target = command[0]
+        if target.endswith(".py") and not (ROOT / target).is_file():
+            pytest.fail(f"{doc.name}: {' '.join(command)}: no script {target}")
+        text = help_text(target)
+        for i, token in enumerate(command[1:], start=1):
+            if not token.startswith("--"):
+                continue
+            flag = token.split("=")[0]
+            assert re.search(rf"{re.escape(flag)}\b", text), \
+                f"{doc.name}: `{' '.join(command)}`: {target} has no {flag}"
+            if flag == "--preset" and i + 1 < len(command):
+                assert re.search(rf"\b{re.escape(command[i + 1])}\b", text), \
+                    f"{doc.name}: `{' '.join(command)}`: no preset {command[i + 1]}"
+
+
+def test_the_commands_checked_cover_every_stage_script():
+    """The command extraction finds what the README shows, so the check above is not empty."""
+    scripts = {c[0] for c in commands((ROOT / "README.md").read_text())}
+    assert {"train_unconditional.py", "train_vae.py", "sample.py"} <= scripts
+
+
+def test_make_targets_named_in_the_readme_exist():
+    makefile = (ROOT / "Makefile").read_text()
+    for target in set(re.findall(r"`make (\w[\w-]*)`", (ROOT / "README.md").read_text())):
+        assert re.search(rf"^{target}:", makefile, flags=re.M), f"no make target {target}"
