@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from diffusion import DDIMScheduler, sample
+from diffusion import DDIMScheduler, DPMSolverScheduler, sample
 from diffusion.training import (ConfigError, load_checkpoint, main_guard, pick_device, require,
                                 save_grid)
 from models.attention import SpatialTransformer
@@ -47,9 +47,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=None,
                         help="images (per prompt for a text model); default 64, or 8 per prompt")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise: same seed, same images")
-    parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim",
-                        help="ddpm: all T stochastic steps; ddim: --steps steps (deterministic at --eta 0)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (ddpm always runs all T)")
+    parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++"), default="ddim",
+                        help="ddpm: all T stochastic steps; ddim: --steps steps (deterministic at "
+                             "--eta 0); dpm++: DPM-Solver++(2M), --steps steps, trailing spacing")
+    parser.add_argument("--steps", type=int, default=50,
+                        help="DDIM or DPM-Solver++ steps (ddpm always runs all T)")
+    parser.add_argument("--spacing", choices=("leading", "trailing"), default=None,
+                        help="which timesteps the few-step samplers visit; default: leading for "
+                             "ddim, trailing for dpm++ (Lin et al. 2024)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like (briefly trained models look "
                              "cleaner at 1; see docs/07-sampling.md)")
     text = parser.add_argument_group("text-to-image (latent diffusion checkpoints)")
@@ -105,7 +110,11 @@ def make_scheduler(args, ddpm_scheduler):
             f"--steps {args.steps}: expected 1 to {T} (the model's number of timesteps)")
     if args.sampler == "ddpm":
         return ddpm_scheduler
-    scheduler = DDIMScheduler.from_ddpm(ddpm_scheduler)
+    if args.sampler == "ddim":
+        scheduler = DDIMScheduler.from_ddpm(ddpm_scheduler, args.spacing or "leading")
+    else:
+        require(args.eta == 0.0, f"--eta {args.eta}: DPM-Solver++ is deterministic (eta 0)")
+        scheduler = DPMSolverScheduler.from_ddpm(ddpm_scheduler, args.spacing or "trailing")
     scheduler.set_timesteps(args.steps)
     return scheduler
 
@@ -148,7 +157,7 @@ def sample_pixels(args, checkpoint: dict, device) -> None:
         count = min(args.batch_size, n - start)
         x_T = torch.randn(count, 3, size, size, generator=generator).to(device)
         result = sample(lambda x_t, t: model(x_t, t), scheduler, x_T,
-                        eta=args.eta if args.sampler == "ddim" else 0.0, generator=generator,
+                        eta=args.eta if args.sampler != "ddpm" else 0.0, generator=generator,
                         x_init=None if x_init is None else x_init.expand(count, -1, -1, -1),
                         strength=strength,
                         trajectory_steps=shown if args.trajectory and start == 0 else None)
@@ -282,7 +291,7 @@ def sample_latents(args, checkpoint: dict, device) -> None:
         recorder = AttentionRecorder(unet, len(batch), (h, w)) if args.attention_maps else None
         result = generate(ldm, [p for p, _ in batch], [s for _, s in batch], guidance, scheduler,
                           negative_prompt=args.negative_prompt,
-                          eta=args.eta if args.sampler == "ddim" else 0.0, generator=generator,
+                          eta=args.eta if args.sampler != "ddpm" else 0.0, generator=generator,
                           x_init=x_init, strength=strength, recorder=recorder,
                           trajectory_steps=shown if args.trajectory and start == 0 else None)
         if isinstance(result, tuple):
@@ -306,7 +315,7 @@ def sample_latents(args, checkpoint: dict, device) -> None:
             save_grid(image[None], out_dir / name, nrow=1)
             index.append({"file": name, "prompt": prompt, "seed": seed, "guidance": guidance,
                           "negative_prompt": args.negative_prompt, "sampler": args.sampler,
-                          "steps": args.steps if args.sampler == "ddim" else None, "eta": args.eta})
+                          "steps": args.steps if args.sampler != "ddpm" else None, "eta": args.eta})
         (out_dir / "index.json").write_text(json.dumps(index, indent=1))
         print(f"wrote {len(images)} images and index.json to {out_dir}/")
     if args.attention_maps:

@@ -1,7 +1,8 @@
-"""Diffusion: the noise schedule, the DDPM and DDIM schedulers, and the sampling loop."""
+"""Diffusion: the noise schedule, the DDPM, DDIM and DPM-Solver++ schedulers, and the sampling loop."""
 
 from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler, StepOutput
+from .dpm_solver import DPMSolverScheduler
 from .sampling import sample
 
-__all__ = ["DDPMScheduler", "DDIMScheduler", "StepOutput", "sample"]
+__all__ = ["DDPMScheduler", "DDIMScheduler", "DPMSolverScheduler", "StepOutput", "sample"]
