@@ -79,7 +79,10 @@ class Config:
     beta_start: float = opt(1e-4, "beta_1 of the linear schedule")
     beta_end: float = opt(0.02, "beta_T of the linear schedule")
     beta_schedule: str = opt("linear", "linear or cosine")
-    prediction_type: str = opt("epsilon", "what the UNet predicts: epsilon (the noise) or v")
+    prediction_type: str = opt("v", "what the UNet predicts: v (Salimans & Ho 2022) or epsilon; "
+                                    "latents cannot be clipped like pixels, and x0 from an "
+                                    "epsilon model amplifies its errors by sqrt((1-a)/a) at high "
+                                    "noise (x150 at t = T-1), so v is the default here")
     # optimisation
     steps: int = opt(40_000, "optimizer steps in total")
     batch_size: int = opt(128, "latents per step (summed over processes under torchrun)")
