@@ -1,0 +1,175 @@
+"""Benchmark of stages 2-4: the autoencoder, the CLIP encoders and the text-conditioned UNet.
+
+    python benchmarks/bench_models.py                       # CPU presets and laptop-GPU defaults
+    python benchmarks/bench_models.py --configs cpu --precision bf16
+
+For each model, at a stage script's CPU preset and at its laptop-GPU default, it prints one row:
+parameters, forward GFLOPs per item (torch.utils.flop_counter), training items/s of the step the
+script takes (forward, backward, optimizer; the autoencoder row is the reconstruction + KL part
+of its step, without the perceptual and GAN terms), the achieved GFLOP/s, the GFLOP/s of a plain
+3x3 conv2d at the model's first-level width, batch and resolution (forward and backward, measured
+in the same run) and the ratio of the two, and peak memory. The pixel UNet has its own script,
+bench_unet.py, with the sampling speeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bench_unet import (conv_reference, matmul_reference, peak_memory_mb,  # noqa: E402
+                                   timed)
+from diffusion.training import autocast, pick_device  # noqa: E402
+from models.clip import clip_loss  # noqa: E402
+from models.tokenizer import Tokenizer  # noqa: E402
+import train_clip  # noqa: E402
+import train_ldm  # noqa: E402
+import train_vae  # noqa: E402
+
+VOCABULARY, MAX_LENGTH = 77, 41  # the synthetic captions' tokenizer (train_clip.py, cpu preset)
+
+
+def config_of(module, name: str) -> dict:
+    cfg = module.Config()
+    if name != "default":
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in module.PRESETS[name].items()
+                                          if not k.startswith("_")})
+    return dataclasses.asdict(cfg)
+
+
+def measure(name, model, make_step, forward_one, batch, conv_shape, device, args) -> dict:
+    """make_step() -> a training-step closure; forward_one() runs one item forward."""
+    with FlopCounterMode(display=False) as counter:
+        forward_one()
+    forward_gflop = counter.get_total_flops() / 1e9
+    step = make_step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    train_gflop = counter.get_total_flops() / 1e9
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = timed(step, device, args.repeats)
+    channels, size = conv_shape
+    conv = conv_reference(channels, size, batch, device, args.precision, torch.contiguous_format,
+                          args.repeats)
+    return dict(name=name, params=sum(p.numel() for p in model.parameters()) / 1e6, batch=batch,
+                fwd_gflop=forward_gflop, items_s=batch / seconds, gflops=train_gflop / seconds,
+                conv_gflops=conv, ratio=train_gflop / seconds / conv, memory=peak_memory_mb(device))
+
+
+def bench_vae(config: str, device, args) -> dict:
+    cfg = config_of(train_vae, config)
+    vae = train_vae.build_vae(cfg).to(device)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-4)
+    batch, size = cfg["batch_size"], cfg["image_size"]
+    x = torch.randn(batch, 3, size, size, device=device)
+
+    def make_step():
+        def step():
+            with autocast(device, args.precision):
+                x_rec, posterior = vae(x)
+                loss = F.l1_loss(x_rec.float(), x) + 1e-6 * posterior.kl().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    return measure(f"autoencoder ({config}, {size}px)", vae, make_step, lambda: vae(x[:1]), batch,
+                   (cfg["base_channels"], size), device, args)
+
+
+def bench_clip(config: str, device, args) -> dict:
+    cfg = config_of(train_clip, config)
+    vae_cfg = config_of(train_vae, config)
+    factor = 2 ** (len(vae_cfg["channel_mult"]) - 1)
+    latent = vae_cfg["image_size"] // factor
+    tokenizer = Tokenizer(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(
+        VOCABULARY - 4)], MAX_LENGTH)
+    clip = train_clip.build_clip(cfg, tokenizer, vae_cfg["latent_channels"]).to(device)
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=1e-4)
+    batch = cfg["batch_size"]
+    z = torch.randn(batch, vae_cfg["latent_channels"], latent, latent, device=device)
+    ids = torch.randint(4, VOCABULARY, (batch, MAX_LENGTH), device=device)
+    mask = torch.arange(MAX_LENGTH, device=device)[None] < 20  # captions of about 20 tokens
+    mask = mask.expand(batch, -1)
+
+    def make_step():
+        def step():
+            with autocast(device, args.precision):
+                loss = clip_loss(clip(z, ids, mask).float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    return measure(f"CLIP text + image head ({config}, {latent}x{latent} latents)", clip, make_step,
+                   lambda: clip(z[:1], ids[:1], mask[:1]), batch,
+                   (cfg["head_channels"], latent), device, args)
+
+
+def bench_ldm(config: str, device, args) -> dict:
+    cfg = config_of(train_ldm, config)
+    vae_cfg = config_of(train_vae, config)
+    clip_cfg = config_of(train_clip, config)
+    latent = vae_cfg["image_size"] // 2 ** (len(vae_cfg["channel_mult"]) - 1)
+    C, D = vae_cfg["latent_channels"], clip_cfg["text_width"]
+    unet = train_ldm.build_unet(cfg, C, D).to(device)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    batch = cfg["batch_size"]
+    z = torch.randn(batch, C, latent, latent, device=device)
+    t = torch.randint(0, cfg["num_train_timesteps"], (batch,), device=device)
+    context = torch.randn(batch, MAX_LENGTH, D, device=device)
+    mask = (torch.arange(MAX_LENGTH, device=device)[None] < 20).expand(batch, -1)
+
+    def make_step():
+        def step():
+            with autocast(device, args.precision):
+                loss = F.mse_loss(unet(z, t, context, mask).float(), z)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    return measure(f"text UNet ({config}, {latent}x{latent} latents)", unet, make_step,
+                   lambda: unet(z[:1], t[:1], context[:1], mask[:1]), batch,
+                   (cfg["base_channels"], latent), device, args)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=["cpu", "default"],
+                        help="'default' (laptop GPU) and/or 'cpu' (the stage scripts' CPU presets)")
+    parser.add_argument("--models", nargs="+", default=["vae", "clip", "ldm"],
+                        choices=("vae", "clip", "ldm"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--repeats", type=int, default=5, help="timed training steps")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    benches = {"vae": bench_vae, "clip": bench_clip, "ldm": bench_ldm}
+    rows = [benches[m](config, device, args) for config in args.configs for m in args.models]
+    matmul = matmul_reference(device, args.precision, args.repeats)
+    print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"precision {args.precision}; plain 2048x2048 matmul: {matmul:.0f} GFLOP/s")
+    header = ("model", "params M", "batch", "fwd GFLOP/item", "train items/s", "GFLOP/s",
+              "conv3x3 GFLOP/s", "ratio", "peak MB")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print(f"| {r['name']} | {r['params']:.2f} | {r['batch']} | {r['fwd_gflop']:.3f} | "
+              f"{r['items_s']:.1f} | {r['gflops']:.0f} | {r['conv_gflops']:.0f} | {r['ratio']:.2f} "
+              f"| {r['memory']:.0f} |")
+    print("FLOPs from torch.utils.flop_counter (it does not count the fused attention kernel on "
+          f"CPUs); peak MB is {'CUDA allocated' if device.type == 'cuda' else 'process RSS'}.")
+
+
+if __name__ == "__main__":
+    main()
