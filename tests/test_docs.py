@@ -126,3 +126,26 @@ def test_make_targets_named_in_the_readme_exist():
     makefile = (ROOT / "Makefile").read_text()
     for target in set(re.findall(r"`make (\w[\w-]*)`", (ROOT / "README.md").read_text())):
         assert re.search(rf"^{target}:", makefile, flags=re.M), f"no make target {target}"
+
+
+def test_the_demo_page_shows_the_scores_the_stages_wrote(tmp_path):
+    import json
+
+    from docs.demo_page import main as demo_page
+
+    (tmp_path / "timings.txt").write_text("1 pixel DDPM 120\n4 latent diffusion 300\n")
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "metrics.jsonl").write_text('{"step": 600, "val_psnr": 19.25, "val_ssim": 0.61}\n')
+    (tmp_path / "ldm" / "eval").mkdir(parents=True)
+    summary = {"single": {"accuracy": 0.875, "unconditional": 0.25, "prompts": 16}}
+    (tmp_path / "ldm" / "eval" / "eval.json").write_text(json.dumps({
+        "guidance": 3.0, "images_per_prompt": 4, "summary": summary,
+        "prompts": {"single": [{"prompt": "a photo of a man", "accuracy": 0.75,
+                                "unconditional": 0.5}]},
+        "frechet_distance": {"generated_vs_real": 1.5, "unconditional_vs_real": 2.5,
+                             "real_train_vs_real_val": 0.1}, "clip_score": {}}))
+    demo_page(["--run", str(tmp_path)])
+    page = (tmp_path / "README.md").read_text()
+    assert "| **total** | **7.0 min** |" in page
+    assert "19.25 dB" in page and "| single (16) | 0.88 | 0.25 |" in page
+    assert "| a photo of a man | 0.75 | 0.50 |" in page
