@@ -38,7 +38,7 @@ from tqdm import tqdm
 from data import load_dataset
 from data.augment import augment
 from data.captions import full_caption
-from diffusion import DDIMScheduler
+from diffusion import DDIMScheduler, DPMSolverScheduler
 from diffusion.training import (CheckpointError, ConfigError, load_checkpoint, main_guard,
                                 pick_device, require, save_checkpoint, save_grid)
 from models.classifier import AttributeClassifier
@@ -57,12 +57,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="CLIP checkpoint for the CLIP score; default: the one the model used")
     parser.add_argument("--n", type=int, default=8, help="images per prompt (seeds 0..n-1)")
     parser.add_argument("--combinations", type=int, default=16,
-                        help="prompts with 2 features, and as many with 3")
+                        help="prompts with 2 features, and as many with 3 (0: single attributes only)")
     parser.add_argument("--unconditional", type=int, default=128,
                         help="unconditional samples for the baseline")
     parser.add_argument("--guidance", type=float, default=None,
                         help="guidance scale; default: the model's (train_ldm --guidance)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (eta 0)")
+    parser.add_argument("--sampler", choices=("ddim", "dpm++", "ddpm"), default="ddim",
+                        help="ddim (eta 0), dpm++ (DPM-Solver++(2M)) or ddpm (all T steps)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM or DPM-Solver++ steps")
+    parser.add_argument("--spacing", choices=("leading", "trailing"), default=None,
+                        help="timesteps of the few-step samplers; default leading for ddim, "
+                             "trailing for dpm++")
     parser.add_argument("--real-images", type=int, default=1000,
                         help="at most this many images per set for the Frechet distance (every "
                              "set is cut to the smallest) and real images for the CLIP score")
@@ -179,18 +184,29 @@ def judge_rates(probabilities: torch.Tensor, requirement: dict[str, bool],
 
 # ---- Generation ----------------------------------------------------------------------------------
 
-def generate_all(ldm, prompts: list[str], n: int, guidance: float, steps: int, batch_size: int,
-                 desc: str) -> torch.Tensor:
-    """n images per prompt, image j from seed j (as sample.py --seed 0 --n n makes them), DDIM at
-    eta 0 -> images (P*n, 3, S, S) in [-1, 1], on the CPU."""
-    scheduler = DDIMScheduler.from_ddpm(ldm["scheduler"])
+def make_scheduler(ldm, sampler: str, steps: int, spacing: str | None):
+    """The sampler evaluate.py runs: DDIM at eta 0, DPM-Solver++(2M), or DDPM's T steps."""
+    if sampler == "ddpm":
+        return ldm["scheduler"]
+    if sampler == "ddim":
+        scheduler = DDIMScheduler.from_ddpm(ldm["scheduler"], spacing or "leading")
+    else:
+        scheduler = DPMSolverScheduler.from_ddpm(ldm["scheduler"], spacing or "trailing")
     scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def generate_all(ldm, prompts: list[str], n: int, guidance: float, scheduler, batch_size: int,
+                 desc: str) -> torch.Tensor:
+    """n images per prompt, image j from seed j (as sample.py --seed 0 --n n makes them) ->
+    images (P*n, 3, S, S) in [-1, 1], on the CPU. DDPM's stochastic steps draw from seed 0."""
     jobs = [(p, j) for p in prompts for j in range(n)]
+    generator = torch.Generator().manual_seed(0)
     images = []
     for start in tqdm(range(0, len(jobs), batch_size), desc=desc, leave=False):
         batch = jobs[start:start + batch_size]
         images.append(generate(ldm, [p for p, _ in batch], [j for _, j in batch], guidance,
-                               scheduler).clamp(-1, 1))
+                               scheduler, generator=generator).clamp(-1, 1))
     return torch.cat(images)
 
 
@@ -222,8 +238,8 @@ def clip_score(clip: dict, images: torch.Tensor, prompts: list[str], device) -> 
 
 def main():
     args = parse_args()
-    for name in ("n", "combinations", "unconditional", "steps", "real_images", "batch_size",
-                 "classifier_steps"):
+    require(args.combinations >= 0, f"--combinations {args.combinations}: expected 0 or more")
+    for name in ("n", "unconditional", "steps", "real_images", "batch_size", "classifier_steps"):
         require(getattr(args, name) > 0, f"--{name.replace('_', '-')} {getattr(args, name)}: "
                                          "expected a positive number")
     device = pick_device(args.device)
@@ -253,11 +269,15 @@ def main():
               "triple": combined_requirements(rows, names, 3, args.combinations, rng)}
     requirements = [r for group in groups.values() for r in group]
     prompts = [prompt_for(r) for r in requirements]
-    print(f"{len(prompts)} prompts x {args.n} seeds, guidance {guidance}, DDIM {args.steps} steps; "
-          f"{args.unconditional} unconditional samples")
+    steps = "all T" if args.sampler == "ddpm" else args.steps
+    print(f"{len(prompts)} prompts x {args.n} seeds, guidance {guidance}, {args.sampler} {steps} "
+          f"steps; {args.unconditional} unconditional samples")
 
-    images = generate_all(ldm, prompts, args.n, guidance, args.steps, args.batch_size, "prompts")
-    unconditional = generate_all(ldm, [""], args.unconditional, 1.0, args.steps, args.batch_size,
+    scheduler = make_scheduler(ldm, args.sampler, args.steps, args.spacing)
+    sampling_started = time.time()
+    images = generate_all(ldm, prompts, args.n, guidance, scheduler, args.batch_size, "prompts")
+    sampling_seconds = time.time() - sampling_started
+    unconditional = generate_all(ldm, [""], args.unconditional, 1.0, scheduler, args.batch_size,
                                  "unconditional")
     probabilities, features = judge(classifier, images, device)
     uncond_probabilities, uncond_features = judge(classifier, unconditional, device)
@@ -317,7 +337,9 @@ def main():
         print(f"CLIP score skipped: no CLIP checkpoint at {clip_path!r} (give --clip)")
 
     report = {"checkpoint": str(args.ckpt), "step": ldm["step"], "guidance": guidance,
-              "steps": args.steps, "images_per_prompt": args.n, "summary": summary,
+              "sampler": args.sampler, "steps": None if args.sampler == "ddpm" else args.steps,
+              "spacing": None if args.sampler == "ddpm" else scheduler.timestep_spacing,
+              "sampling_seconds_prompts": sampling_seconds, "images_per_prompt": args.n, "summary": summary,
               "prompts": results, "frechet_distance": fd, "clip_score": scores,
               "judge_val_accuracy": judge_state["val_accuracy"],
               "seconds": time.time() - started}
@@ -331,8 +353,9 @@ def main():
 
 
 def print_report(report: dict, names: list[str]) -> None:
-    print(f"\nprompt following at guidance {report['guidance']} ({report['images_per_prompt']} "
-          "images per prompt; judge = attribute classifier):")
+    steps = "" if report["steps"] is None else f" {report['steps']} steps"
+    print(f"\nprompt following at guidance {report['guidance']}, {report['sampler']}{steps} "
+          f"({report['images_per_prompt']} images per prompt; judge = attribute classifier):")
     print(f"  {'prompt':58s} {'right':>6s} {'uncond':>6s} {'judge':>6s}")
     for r in report["prompts"]["single"]:
         judge_acc = min(report["judge_val_accuracy"][n] for n in r["requirement"])
