@@ -347,7 +347,9 @@ def main():
                     disable=not info.is_main, desc="train ldm", dynamic_ncols=True)
     loss_sum, loss_count, last_time = torch.zeros((), device=device), 0, time.time()
     model.train()
+    input_seconds = 0.0  # time spent preparing batches (latents, captions, text encoding)
     for step in progress:
+        input_started = time.perf_counter()
         # [P12] 1. latents z ~ q(z | x) from the cache, scaled to unit variance
         indices = sampler(step)
         mean, std = train["mean"][indices].float(), train["std"][indices].float()
@@ -364,6 +366,9 @@ def main():
             drop = torch.rand(len(captions)) < cfg.cond_drop
             captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
             context, context_mask = text(captions, device, warn_unknown=False)  # (B, L, D), (B, L)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        input_seconds += time.perf_counter() - input_started
         # 3. as in stage 1: random t, closed-form noising, predict the noise
         t = torch.randint(0, cfg.num_train_timesteps, (z0.shape[0],), device=device)
         noise = torch.randn_like(z0)
@@ -397,7 +402,9 @@ def main():
                                  "lower --lr, --precision fp32, or --grad-clip 1.0.")
             elapsed, last_time = time.time() - last_time, time.time()
             logger.log(done, loss=mean_loss, lr=lr, grad_norm=grad_norm.item(),
-                       latents_per_s=loss_count * cfg.batch_size / elapsed)
+                       latents_per_s=loss_count * cfg.batch_size / elapsed,
+                       input_fraction=input_seconds / elapsed)  # share of the time not training
+            input_seconds = 0.0
             progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}")
             loss_sum.zero_()
             loss_count = 0
