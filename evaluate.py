@@ -71,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--real-images", type=int, default=1000,
                         help="at most this many images per set for the Frechet distance (every "
                              "set is cut to the smallest) and real images for the CLIP score")
-    parser.add_argument("--classifier-steps", type=int, default=600,
+    parser.add_argument("--classifier-steps", type=int, default=2000,
                         help="training steps of the judge when it is not cached")
     parser.add_argument("--batch-size", type=int, default=128, help="images generated at once")
     parser.add_argument("--out", default=None, help="output folder; default: CKPT's folder/eval")
