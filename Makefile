@@ -28,20 +28,20 @@ endef
 
 demo: $(VENV)/.installed
 	@mkdir -p $(DEMO) && rm -f $(DEMO)/timings.txt
-	$(call stage,1 pixel DDPM,$(PY) train_unconditional.py --preset cpu --steps 400 --sample-every 0 \
+	$(call stage,1 pixel DDPM,$(PY) train_unconditional.py --preset cpu --steps 300 --sample-every 0 \
 		--out $(DEMO)/unconditional && $(PY) sample.py --ckpt $(DEMO)/unconditional/checkpoint.pt \
 		--n 64 --steps 50 --eta 1 --out $(DEMO)/unconditional_samples.png --trajectory)
 	$(call stage,2 autoencoder,$(PY) train_vae.py --preset cpu --image-size 32 --perceptual none \
 		--steps 600 --disc-start 400 --eval-every 300 --out $(DEMO)/vae)
 	$(call stage,3 CLIP,$(PY) train_clip.py --preset cpu --vae $(DEMO)/vae/checkpoint.pt \
-		--steps 600 --eval-every 300 --eval-images 512 --out $(DEMO)/clip)
+		--steps 500 --eval-every 500 --eval-images 512 --out $(DEMO)/clip)
 	$(call stage,4 latent diffusion,$(PY) train_ldm.py --preset cpu --vae $(DEMO)/vae/checkpoint.pt \
 		--clip $(DEMO)/clip/checkpoint.pt --channel-mult 1 2 --attention-levels 1 --steps 1500 \
 		--sample-every 500 --out $(DEMO)/ldm)
 	$(call stage,5 sampling prompts,$(PY) sample.py --ckpt $(DEMO)/ldm/checkpoint.pt \
 		--prompts-file docs/demo_prompts.txt --n 8 --out $(DEMO)/prompts.png --attention-maps)
 	$(call stage,6 evaluate,$(PY) evaluate.py --ckpt $(DEMO)/ldm/checkpoint.pt --n 4 \
-		--combinations 8 --unconditional 64 --steps 25 --classifier-steps 300)
+		--combinations 8 --unconditional 64 --steps 25 --classifier-steps 1000)
 	@cp docs/demo_prompts.txt $(DEMO)/prompts.txt
 	$(PY) -m docs.demo_page --run $(DEMO)
 	@echo "demo done: open $(DEMO)/README.md"
