@@ -9,6 +9,7 @@ import re
 import runpy
 import shlex
 import sys
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -55,8 +56,10 @@ def help_text(target: str) -> str:
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
             if target.endswith(".py"):
                 runpy.run_path(str(ROOT / target), run_name="__main__")
-            else:
-                runpy.run_module(target, run_name="__main__", alter_sys=False)
+            else:  # a module its package has imported already: runpy's warning says so, harmlessly
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    runpy.run_module(target, run_name="__main__", alter_sys=False)
     finally:
         sys.argv = argv
     assert exit_info.value.code in (0, None), f"{target} --help failed"
