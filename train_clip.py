@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data.captions import caption_row, full_caption
+from data.captions import caption_row, captions_for, full_caption, step_rng
 from diffusion.training import (BatchSampler, CheckpointError, ConfigError, MetricLogger,
                                 StopFlag, any_rank, autocast, cleanup_distributed, config_diff,
                                 gather_rng_states, load_checkpoint, main_guard, main_process_first,
@@ -40,7 +40,7 @@ from models.clip import CLIP, ImageHead, TextEncoder, clip_loss
 from models.clip_eval import (caption_keys, embed_latents, embed_texts, plot_similarity,
                               plot_zero_shot, retrieval_accuracy, row_dict, zero_shot_accuracy)
 from models.tokenizer import Tokenizer
-from train_vae import build_vae, load_vae
+from train_vae import build_vae, load_latents, load_vae
 
 
 @dataclass
@@ -108,15 +108,6 @@ def load_clip(path: str | Path, device: torch.device | str = "cpu") -> dict:
             "vae_config": state["vae_config"], "step": state["step"]}
 
 
-def load_latents(path: Path) -> dict:
-    """A latent cache written by train_vae.py (kind "latents")."""
-    if not path.is_file():
-        raise ConfigError(f"latent cache {path}: no such file; write it with "
-                          f"`python train_vae.py --out {path.parent} --resume --encode-latents` "
-                          "(add the preset and flags the autoencoder was trained with)")
-    return load_checkpoint(path, kind="latents")
-
-
 def check_config(cfg: Config) -> None:
     require_positive(cfg, ("steps", "batch_size", "log_every", "eval_every", "eval_images",
                            "retrieval_batch", "ckpt_every", "text_width", "text_layers",
@@ -128,14 +119,6 @@ def check_config(cfg: Config) -> None:
             f"--head-channels {cfg.head_channels}: expected a multiple of 32 (GroupNorm groups)")
     require(cfg.eval_images >= cfg.retrieval_batch,
             f"--eval-images {cfg.eval_images}: at least --retrieval-batch {cfg.retrieval_batch}")
-
-
-def captions_for(cache: dict, indices: list[int], rng: random.Random) -> list[str]:
-    """[P13] A fresh random caption per attribute row, or the dataset's own text."""
-    if cache["attributes"] is not None:
-        names, rows = cache["attribute_names"], cache["attributes"]
-        return [caption_row(names, rows[i].tolist(), rng) for i in indices]
-    return [cache["texts"][i] for i in indices]
 
 
 def build_tokenizer(cache: dict, captions_per_row: int, seed: int) -> Tokenizer:
@@ -197,11 +180,8 @@ def main():
         vae, scale_factor, vae_config = load_vae(vae_path)
     except CheckpointError as error:
         raise ConfigError(f"--vae: {error}") from None
-    train = load_latents(vae_path.parent / "latents_train.pt")
-    held_out = load_latents(vae_path.parent / "latents_val.pt")
-    require(abs(train["scale_factor"] - scale_factor) < 1e-6,
-            f"{vae_path.parent}/latents_train.pt was written by another autoencoder than "
-            f"{vae_path} (scale factors differ); re-encode with --resume --encode-latents")
+    train = load_latents(vae_path, "train", scale_factor)
+    held_out = load_latents(vae_path, "val", scale_factor)
     sampler = BatchSampler(len(train["mean"]), cfg.batch_size, cfg.seed, info.rank,
                            info.world_size)
     config = dataclasses.asdict(cfg)
@@ -263,8 +243,9 @@ def main():
         indices = sampler(step)
         mean, std = train["mean"][indices].float(), train["std"][indices].float()
         z = ((mean + std * torch.randn_like(mean)) * scale_factor).to(device)  # (N, C, h, w)
-        rng = random.Random(cfg.seed * 1_000_003 + step * 131 + info.rank)  # resumable captions
-        ids, mask = tokenizer(captions_for(train, indices.tolist(), rng), warn_unknown=False)
+        captions = captions_for(train["attribute_names"], train["attributes"], train["texts"],
+                                indices.tolist(), step_rng(cfg.seed, step, info.rank))
+        ids, mask = tokenizer(captions, warn_unknown=False)
         # [P15] logits (N, N) = exp(t) * cos(image_i, text_j); the pairs sit on the diagonal
         with autocast(device, cfg.precision):
             logits = train_clip(z, ids.to(device), mask.to(device)).float()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.captions import caption_row
+from data.captions import captions_for, step_rng
 from diffusion import DDIMScheduler, DDPMScheduler, sample
 from diffusion.guidance import guided_prediction
 from diffusion.training import (EMA, BatchSampler, CheckpointError, ConfigError, MetricLogger,
@@ -44,8 +43,8 @@ from diffusion.training import (EMA, BatchSampler, CheckpointError, ConfigError,
 from models import UNet
 from models.clip import TextEncoder
 from models.tokenizer import Tokenizer
-from train_clip import load_clip, load_latents
-from train_vae import build_vae, load_vae
+from train_clip import load_clip
+from train_vae import build_vae, load_latents, load_vae
 
 VALIDATION_PROMPTS = [
     "a photo of a smiling woman with blond hair",
@@ -250,10 +249,7 @@ def main():
         vae, scale_factor, vae_config = load_vae(vae_path)
     except CheckpointError as error:
         raise ConfigError(f"--vae: {error}") from None
-    train = load_latents(vae_path.parent / "latents_train.pt")
-    require(abs(train["scale_factor"] - scale_factor) < 1e-6,
-            f"{vae_path.parent}/latents_train.pt was written by another autoencoder than "
-            f"{vae_path} (scale factors differ); re-encode with --resume --encode-latents")
+    train = load_latents(vae_path, "train", scale_factor)
     latent_shape = tuple(train["mean"].shape[1:])                    # (C, h, w)
     text, text_state = None, None
     if cfg.clip:
@@ -357,12 +353,8 @@ def main():
         # [P16] 2. a fresh caption per latent, the empty prompt with probability cond_drop
         context, context_mask = None, None
         if text:
-            rng = random.Random(cfg.seed * 1_000_003 + step * 131 + info.rank)
-            if train["attributes"] is not None:
-                captions = [caption_row(train["attribute_names"], train["attributes"][i].tolist(), rng)
-                            for i in indices.tolist()]
-            else:
-                captions = [train["texts"][i] for i in indices.tolist()]
+            captions = captions_for(train["attribute_names"], train["attributes"], train["texts"],
+                                    indices.tolist(), step_rng(cfg.seed, step, info.rank))
             drop = torch.rand(len(captions)) < cfg.cond_drop
             captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
             context, context_mask = text(captions, device, warn_unknown=False)  # (B, L, D), (B, L)

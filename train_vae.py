@@ -114,6 +114,22 @@ def load_vae(path: str | Path, device: torch.device | str = "cpu"
     return vae.to(device).eval().requires_grad_(False), state["scale_factor"], state["config"]
 
 
+def load_latents(vae_path: str | Path, split: str, scale_factor: float) -> dict:
+    """The latent cache OUT/latents_{split}.pt written next to the autoencoder checkpoint
+    `vae_path` (kind "latents"), refused if another autoencoder wrote it (another scale factor)."""
+    path = Path(vae_path).parent / f"latents_{split}.pt"
+    if not path.is_file():
+        raise ConfigError(f"latent cache {path}: no such file; write it with "
+                          f"`python train_vae.py --out {path.parent} --resume --encode-latents` "
+                          "(add the preset and flags the autoencoder was trained with)")
+    cache = load_checkpoint(path, kind="latents")
+    require(abs(cache["scale_factor"] - scale_factor) < 1e-6,
+            f"{path} was written by another autoencoder than {vae_path} (scale factors "
+            f"{cache['scale_factor']:.4f} and {scale_factor:.4f}); re-encode with --resume "
+            "--encode-latents")
+    return cache
+
+
 def check_config(cfg: Config) -> None:
     require_positive(cfg, ("steps", "batch_size", "log_every", "eval_every", "eval_images",
                            "ckpt_every", "scale_images", "image_size", "base_channels",

@@ -188,6 +188,21 @@ def full_caption(attributes: dict[str, bool]) -> str:
                      adjectives + [NOUNS[_noun_key(attributes)][0]], clauses)
 
 
+def step_rng(seed: int, step: int, rank: int = 0) -> random.Random:
+    """The caption generator of one training step: a function of (seed, step, rank) alone, so a
+    resumed run draws the same captions as one that never stopped."""
+    return random.Random(seed * 1_000_003 + step * 131 + rank)
+
+
+def captions_for(names: list[str] | None, rows, texts: list[str] | None, indices: list[int],
+                 rng: random.Random) -> list[str]:
+    """[P13] The captions of a batch: a fresh random caption of each attribute row (rows (N, A),
+    names their columns), or the dataset's own texts when it has no attributes."""
+    if rows is not None:
+        return [caption_row(names, rows[i].tolist(), rng) for i in indices]
+    return [texts[i] for i in indices]
+
+
 def caption_row(names: list[str], values: Sequence, rng: random.Random) -> str:
     """caption() for one row of a table: values are 1/-1, 1/0 or booleans aligned with names.
     Names other than Male, Blurry and those of VOCABULARY are ignored."""

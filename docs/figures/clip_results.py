@@ -27,11 +27,12 @@ from pathlib import Path
 
 import torch
 
-from diffusion.training import load_checkpoint
+from diffusion.training import ConfigError
 from docs.figures.common import FIGURES, compact_png
 from models.clip_eval import (caption_keys, embed_latents, embed_texts, plot_similarity,
                               plot_zero_shot, zero_shot_accuracy)
-from train_clip import load_clip, load_latents
+from train_clip import load_clip
+from train_vae import load_latents
 
 
 @torch.no_grad()
@@ -48,12 +49,11 @@ def main() -> None:
     loaded = load_clip(checkpoint_path)                       # models in eval mode, on the CPU
     clip, tokenizer, vae = loaded["clip"], loaded["tokenizer"], loaded["vae"]
     scale_factor = loaded["scale_factor"]
-    step = load_checkpoint(checkpoint_path, kind="clip")["step"]
-    held_out = load_latents(Path(loaded["config"]["vae"]).parent / "latents_val.pt")
-    if abs(held_out["scale_factor"] - scale_factor) > 1e-6:
-        raise SystemExit(f"error: the latent cache next to {loaded['config']['vae']} was written "
-                         f"by another autoencoder than the one in {checkpoint_path} (scale factors "
-                         f"{held_out['scale_factor']:.4f} and {scale_factor:.4f})")
+    step = loaded["step"]
+    try:
+        held_out = load_latents(loaded["config"]["vae"], "val", scale_factor)
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
     names, attributes = held_out["attribute_names"], held_out["attributes"]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ from PIL import Image  # noqa: E402
 
 from data.synthetic import draw_face, sample_attributes  # noqa: E402
 from diffusion import DDIMScheduler  # noqa: E402
-from diffusion.training import load_checkpoint  # noqa: E402
-from train_ldm import generate  # noqa: E402
+from diffusion.training import CheckpointError, load_checkpoint  # noqa: E402
+from train_ldm import generate, load_ldm  # noqa: E402
 from train_unconditional import build_scheduler, build_unet  # noqa: E402
 
 FIGURES = Path(__file__).parent  # docs/figures/
@@ -41,6 +41,19 @@ def load_ema_model(ckpt: str):
     model.load_state_dict(checkpoint["ema"]["model"])
     scheduler = build_scheduler(config, clip_sample=True)  # pixels: clip x0_pred to [-1, 1]
     return model, scheduler, config
+
+
+def load_text_model(ckpt: str) -> dict:
+    """train_ldm.load_ldm() of a text-conditioned checkpoint (EMA weights, CPU, eval mode), or a
+    one-line exit for a missing file or an unconditional model."""
+    try:
+        ldm = load_ldm(ckpt)
+    except CheckpointError as error:
+        raise SystemExit(f"error: {error}") from None
+    if ldm["text"] is None:
+        raise SystemExit(f"error: {ckpt} is an unconditional model (train_ldm.py --clip ''): it "
+                         "takes no prompt and has no cross-attention")
+    return ldm
 
 
 def sample_text_to_image(ldm: dict, prompts: list[str], seeds: list[int], guidance: float,

@@ -18,10 +18,8 @@ so row j equals `python sample.py --ckpt CKPT --prompt PROMPT --seed j --n 1`.
 import argparse
 from pathlib import Path
 
-from diffusion.training import CheckpointError
-from docs.figures.common import FIGURES, compact_png, sample_text_to_image
+from docs.figures.common import FIGURES, compact_png, load_text_model, sample_text_to_image
 from sample import AttentionRecorder, save_attention_figure
-from train_ldm import load_ldm
 
 
 def main() -> None:
@@ -36,13 +34,7 @@ def main() -> None:
     parser.add_argument("--out-dir", default=str(FIGURES), help="where ldm_attention.png goes")
     args = parser.parse_args()
 
-    try:
-        ldm = load_ldm(args.ckpt)                              # EMA weights, CPU, eval mode
-    except CheckpointError as error:
-        raise SystemExit(f"error: {error}") from None
-    if ldm["text"] is None:
-        raise SystemExit(f"error: {args.ckpt} is an unconditional model (train_ldm.py --clip ''): "
-                         "it has no cross-attention to show")
+    ldm = load_text_model(args.ckpt)                           # EMA weights, CPU, eval mode
     guidance = ldm["config"]["guidance"] if args.guidance is None else args.guidance
     seeds = list(range(args.seeds))
     prompts = [args.prompt] * len(seeds)

@@ -18,9 +18,8 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from diffusion.training import CheckpointError
-from docs.figures.common import FIGURES, sample_text_to_image, save_image_grid
-from train_ldm import VALIDATION_PROMPTS, load_ldm
+from docs.figures.common import FIGURES, load_text_model, sample_text_to_image, save_image_grid
+from train_ldm import VALIDATION_PROMPTS
 
 
 def main() -> None:
@@ -35,13 +34,7 @@ def main() -> None:
     parser.add_argument("--out-dir", default=str(FIGURES), help="where ldm_prompt_grid.png goes")
     args = parser.parse_args()
 
-    try:
-        ldm = load_ldm(args.ckpt)                              # EMA weights, CPU, eval mode
-    except CheckpointError as error:
-        raise SystemExit(f"error: {error}") from None
-    if ldm["text"] is None:
-        raise SystemExit(f"error: {args.ckpt} is an unconditional model (train_ldm.py --clip ''): "
-                         "it takes no prompt")
+    ldm = load_text_model(args.ckpt)                           # EMA weights, CPU, eval mode
     guidance = ldm["config"]["guidance"] if args.guidance is None else args.guidance
     seeds = list(range(args.seed, args.seed + args.seeds))
     prompts = [p for p in VALIDATION_PROMPTS for _ in seeds]    # row-major: prompt, then seed
