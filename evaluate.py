@@ -44,7 +44,7 @@ from diffusion.training import (CheckpointError, ConfigError, load_checkpoint, m
 from models.classifier import AttributeClassifier
 from models.clip import encode_images
 from models.clip_eval import embed_texts, zero_shot_attributes
-from models.metrics import feature_statistics, frechet_distance
+from models.metrics import feature_statistics, frechet_distance, frechet_distance_spread
 from train_clip import load_clip
 from train_ldm import generate, ldm_from_state
 
@@ -309,12 +309,16 @@ def main():
     pick = lambda count: torch.linspace(0, count - 1, k).round().long()  # noqa: E731
     real_images = held_out.batch(pick(len(held_out)), "cpu")["image"]
     real_rows = rows[pick(len(held_out))]
-    statistics = {name: feature_statistics(judge(classifier, x, device)[1]) for name, x in (
+    features = {name: judge(classifier, x, device)[1] for name, x in (
         ("real", real_images), ("generated", images[pick(len(images))]),
         ("unconditional", unconditional[pick(len(unconditional))]),
         ("real_train", train_real.batch(pick(len(train_real)), "cpu")["image"]))}
+    statistics = {name: feature_statistics(f) for name, f in features.items()}
     fd = {"images_per_set": k,
           "generated_vs_real": frechet_distance(*statistics["generated"], *statistics["real"]),
+          # bootstrap standard deviation: how far the distance moves with the draw of images
+          "generated_vs_real_spread": frechet_distance_spread(features["generated"],
+                                                              features["real"]),
           "unconditional_vs_real": frechet_distance(*statistics["unconditional"],
                                                     *statistics["real"]),
           "real_train_vs_real_val": frechet_distance(*statistics["real_train"], *statistics["real"])}
@@ -366,7 +370,8 @@ def print_report(report: dict, names: list[str]) -> None:
               f"{s['accuracy']:6.2f} {s['unconditional']:6.2f}")
     fd = report["frechet_distance"]
     print(f"Frechet distance in the judge's features ({fd['images_per_set']} images per set): "
-          f"generated {fd['generated_vs_real']:.3f}, "
+          f"generated {fd['generated_vs_real']:.3f} (bootstrap sd "
+          f"{fd.get('generated_vs_real_spread', float('nan')):.3f}), "
           f"unconditional {fd['unconditional_vs_real']:.3f}, real train vs val "
           f"{fd['real_train_vs_real_val']:.3f} (noise floor)")
     if report["clip_score"]:

@@ -30,11 +30,12 @@ import torch
 from tqdm import tqdm
 
 from data.captions import caption_row, captions_for, full_caption, step_rng
-from diffusion.training import (BatchSampler, CheckpointError, ConfigError, MetricLogger,
-                                StopFlag, any_rank, autocast, cleanup_distributed, config_diff,
-                                gather_rng_states, load_checkpoint, main_guard, main_process_first,
-                                opt, parse_config, require, require_positive, rng_state_for_rank,
-                                save_checkpoint, seed_everything, set_rng_state,
+from diffusion.training import (BatchSampler, CheckpointError, CompileClock, ConfigError,
+                                MetricLogger, StopFlag, any_rank, autocast, cleanup_distributed,
+                                config_diff, gather_rng_states, load_checkpoint,
+                                load_optimizer_state, main_guard, main_process_first, make_adam,
+                                maybe_compile, opt, parse_config, require, require_positive,
+                                rng_state_for_rank, save_checkpoint, seed_everything, set_rng_state,
                                 setup_distributed, unwrap, wrap_ddp)
 from models.clip import CLIP, ImageHead, TextEncoder, clip_loss
 from models.clip_eval import (caption_keys, embed_latents, embed_texts, plot_similarity,
@@ -63,6 +64,8 @@ class Config:
     warmup_steps: int = opt(300, "linear learning-rate warm-up")
     weight_decay: float = opt(0.1, "AdamW weight decay on matrices (not on norms, biases, t)")
     precision: str = opt("fp32", "fp32, bf16 or fp16 (CUDA only)")
+    compile: bool = opt(False, "torch.compile the model: faster steps after a first step that "
+                               "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping
     out: str = opt("runs/clip", "output folder")
     log_every: int = opt(50, "steps between metric lines")
@@ -200,23 +203,23 @@ def main():
     clip = build_clip(config, tokenizer, vae.latent_channels).to(device)
     decay = [p for name, p in clip.named_parameters() if p.ndim >= 2 and "embedding" not in name]
     no_decay = [p for name, p in clip.named_parameters() if p.ndim < 2 or "embedding" in name]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)  # CLIP's betas, eps
+    optimizer = make_adam(torch.optim.AdamW, [{"params": decay, "weight_decay": cfg.weight_decay},
+                                              {"params": no_decay, "weight_decay": 0.0}],
+                          lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)  # CLIP's betas, eps
     start_step = 0
     if state is not None:
         changed = [k for k in config_diff(state["config"], config) if k not in ("resume", "steps")]
         if info.is_main and changed:
             print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
         clip.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         start_step = state["step"]
         set_rng_state(rng_state_for_rank(state, info), device)
         if info.is_main:
             print(f"resumed from {checkpoint_path} at step {start_step}")
     else:
         torch.manual_seed(cfg.seed + info.rank)
-    train_clip = wrap_ddp(clip, device, info)
+    train_clip = maybe_compile(wrap_ddp(clip, device, info), cfg.compile)
     if info.is_main:
         count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
         print(f"CLIP: text encoder {count(clip.text_encoder):.2f}M, image head "
@@ -238,7 +241,10 @@ def main():
                     disable=not info.is_main, desc="train clip", dynamic_ncols=True)
     sums, count, last_time = {}, 0, time.time()
     clip.train()
+    clock = CompileClock(device) if cfg.compile else None
+    input_seconds = 0.0  # time the step waits for its batch (latents, captions, tokens)
     for step in progress:
+        input_started = time.perf_counter()
         # [P13] N latents z ~ q(z | x), scaled to unit variance, and a fresh caption for each
         indices = sampler(step)
         mean, std = train["mean"][indices].float(), train["std"][indices].float()
@@ -246,6 +252,7 @@ def main():
         captions = captions_for(train["attribute_names"], train["attributes"], train["texts"],
                                 indices.tolist(), step_rng(cfg.seed, step, info.rank))
         ids, mask = tokenizer(captions, warn_unknown=False)
+        input_seconds += time.perf_counter() - input_started
         # [P15] logits (N, N) = exp(t) * cos(image_i, text_j); the pairs sit on the diagonal
         with autocast(device, cfg.precision):
             logits = train_clip(z, ids.to(device), mask.to(device)).float()
@@ -260,6 +267,8 @@ def main():
         loss.backward()
         optimizer.step()
         clip.clamp_logit_scale_()  # exp(t) <= 100, as in CLIP and open_clip
+        if clock and (line := clock.tick()) and info.is_main:
+            progress.write(line)
 
         # ---- Bookkeeping ---------------------------------------------------------------------
         labels = torch.arange(len(logits), device=device)
@@ -278,7 +287,9 @@ def main():
                                  f"stopping. The last good checkpoint ({checkpoint_path}) is kept. "
                                  "Try a lower --lr or --precision fp32.")
             elapsed, last_time = time.time() - last_time, time.time()
-            logger.log(done, **means, lr=lr, pairs_per_s=count * cfg.batch_size / elapsed)
+            logger.log(done, **means, lr=lr, pairs_per_s=count * cfg.batch_size / elapsed,
+                       input_fraction=input_seconds / elapsed)  # share of the time not training
+            input_seconds = 0.0
             progress.set_postfix(loss=f"{means['loss']:.3f}", acc=f"{means['batch_accuracy']:.2f}")
             sums, count = {}, 0
         if info.is_main and (done % cfg.eval_every == 0 or done == cfg.steps):

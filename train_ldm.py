@@ -34,12 +34,13 @@ from tqdm import tqdm
 from data.captions import captions_for, step_rng
 from diffusion import DDIMScheduler, DDPMScheduler, sample
 from diffusion.guidance import guided_prediction
-from diffusion.training import (EMA, BatchSampler, CheckpointError, ConfigError, MetricLogger,
-                                StopFlag, any_rank, autocast, cleanup_distributed, config_diff,
-                                gather_rng_states, load_checkpoint, main_guard, make_grad_scaler,
-                                opt, parse_config, replica_difference, require, require_positive,
-                                rng_state_for_rank, save_checkpoint, save_grid, seed_everything,
-                                set_rng_state, setup_distributed, wrap_ddp)
+from diffusion.training import (BatchSampler, CheckpointError, CompileClock, ConfigError, EMA,
+                                MetricLogger, StopFlag, any_rank, autocast, cleanup_distributed,
+                                config_diff, gather_rng_states, load_checkpoint,
+                                load_optimizer_state, main_guard, make_adam, make_grad_scaler,
+                                maybe_compile, opt, parse_config, replica_difference, require,
+                                require_positive, rng_state_for_rank, save_checkpoint, save_grid,
+                                seed_everything, set_rng_state, setup_distributed, wrap_ddp)
 from models import UNet
 from models.clip import TextEncoder
 from models.tokenizer import Tokenizer
@@ -90,6 +91,8 @@ class Config:
     grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)")
     ema_decay: float = opt(0.9995, "decay of the weights' moving average used for sampling")
     precision: str = opt("fp32", "fp32, bf16 or fp16 (CUDA only, with loss scaling)")
+    compile: bool = opt(False, "torch.compile the model: faster steps after a first step that "
+                               "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping
     out: str = opt("runs/ldm", "output folder")
     log_every: int = opt(50, "steps between metric lines")
@@ -282,7 +285,7 @@ def main():
     context_dim = text.text_encoder.width if text else None
     model = build_unet(config, latent_shape[0], context_dim).to(device)
     scheduler = build_scheduler(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    optimizer = make_adam(torch.optim.AdamW, model.parameters(), lr=cfg.lr, weight_decay=0.0)
     scaler = make_grad_scaler(device, cfg.precision)
     ema = EMA(model, cfg.ema_decay)
     start_step = 0
@@ -294,7 +297,7 @@ def main():
             print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         start_step = state["step"]
         set_rng_state(rng_state_for_rank(state, info), device)
@@ -302,7 +305,7 @@ def main():
             print(f"resumed from {checkpoint_path} at step {start_step}")
     else:
         torch.manual_seed(cfg.seed + info.rank)
-    train_model = wrap_ddp(model, device, info)
+    train_model = maybe_compile(wrap_ddp(model, device, info), cfg.compile)
     if info.is_main:
         print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
               + (f", cross-attention to {context_dim}-wide text tokens" if text else ""))
@@ -344,6 +347,7 @@ def main():
     loss_sum, loss_count, last_time = torch.zeros((), device=device), 0, time.time()
     model.train()
     input_seconds = 0.0  # time spent preparing batches (latents, captions, text encoding)
+    clock = CompileClock(device) if cfg.compile else None
     for step in progress:
         input_started = time.perf_counter()
         # [P12] 1. latents z ~ q(z | x) from the cache, scaled to unit variance
@@ -379,6 +383,8 @@ def main():
         scaler.step(optimizer)
         scaler.update()
         ema.update(model)
+        if clock and (line := clock.tick()) and info.is_main:
+            progress.write(line)
 
         # ---- Bookkeeping ---------------------------------------------------------------------
         loss_sum += loss.detach()

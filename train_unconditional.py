@@ -28,12 +28,13 @@ from tqdm import tqdm
 from data import load_dataset
 from data.augment import augment
 from diffusion import DDIMScheduler, DDPMScheduler, sample
-from diffusion.training import (EMA, BatchSampler, MetricLogger, StopFlag, any_rank, autocast,
-                                cleanup_distributed, config_diff, gather_rng_states,
-                                load_checkpoint, main_guard, main_process_first,
-                                make_grad_scaler, opt, parse_config, replica_difference, require,
-                                require_positive, rng_state_for_rank, save_checkpoint, save_grid,
-                                seed_everything, set_rng_state, setup_distributed, wrap_ddp)
+from diffusion.training import (BatchSampler, CompileClock, EMA, MetricLogger, StopFlag, any_rank,
+                                autocast, cleanup_distributed, config_diff, gather_rng_states,
+                                load_checkpoint, load_optimizer_state, main_guard,
+                                main_process_first, make_adam, make_grad_scaler, maybe_compile, opt,
+                                parse_config, replica_difference, require, require_positive,
+                                rng_state_for_rank, save_checkpoint, save_grid, seed_everything,
+                                set_rng_state, setup_distributed, wrap_ddp)
 from models import UNet
 
 
@@ -65,6 +66,8 @@ class Config:
     grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)")
     ema_decay: float = opt(0.9995, "decay of the weights' moving average used for sampling")
     precision: str = opt("fp32", "fp32, bf16 or fp16 (CUDA only, with loss scaling)")
+    compile: bool = opt(False, "torch.compile the model: faster steps after a first step that "
+                               "compiles (its time is printed); needs a C++ compiler on the CPU")
     channels_last: bool = opt(True, "NHWC memory layout (faster convolutions on most devices)")
     # bookkeeping
     out: str = opt("runs/unconditional", "output folder")
@@ -145,7 +148,7 @@ def main():
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build_unet(config).to(device, memory_format=memory_format)
     scheduler = build_scheduler(config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = make_adam(torch.optim.Adam, model.parameters(), lr=cfg.lr)
     scaler = make_grad_scaler(device, cfg.precision)
     ema = EMA(model, cfg.ema_decay)
     start_step = 0
@@ -157,7 +160,7 @@ def main():
             print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         start_step = state["step"]
         set_rng_state(rng_state_for_rank(state, info), device)
@@ -165,7 +168,7 @@ def main():
             print(f"resumed from {checkpoint_path} at step {start_step}")
     else:
         torch.manual_seed(cfg.seed + info.rank)  # different noise on every rank
-    train_model = wrap_ddp(model, device, info)
+    train_model = maybe_compile(wrap_ddp(model, device, info), cfg.compile)
     if info.is_main:
         print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
@@ -196,12 +199,18 @@ def main():
                     disable=not info.is_main, desc="train", dynamic_ncols=True)
     loss_sum, loss_count, last_time = torch.zeros((), device=device), 0, time.time()
     model.train()
+    clock = CompileClock(device) if cfg.compile else None
+    input_seconds = 0.0  # time the step waits for its batch
     for step in progress:
+        input_started = time.perf_counter()
         # [P6] 1. a batch of 32x32x3 images in [-1, 1], augmented as in the video
         x0 = dataset.batch(sampler(step), device)["image"]  # (B, 3, H, W)
         if cfg.augment:
             x0 = augment(x0)
         x0 = x0.contiguous(memory_format=memory_format)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        input_seconds += time.perf_counter() - input_started
         # 2. a random timestep and Gaussian noise per image
         t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), device=device)  # (B,)
         noise = torch.randn_like(x0)  # eps ~ N(0, I)
@@ -223,6 +232,8 @@ def main():
         scaler.step(optimizer)
         scaler.update()
         ema.update(model)
+        if clock and (line := clock.tick()) and info.is_main:
+            progress.write(line)
 
         # ---- Bookkeeping ---------------------------------------------------------------------
         loss_sum += loss.detach()
@@ -238,7 +249,9 @@ def main():
                                  "lower --lr, --precision fp32, or --grad-clip 1.0.")
             elapsed, last_time = time.time() - last_time, time.time()
             logger.log(done, loss=mean_loss, lr=lr, grad_norm=grad_norm.item(),
-                       images_per_s=loss_count * cfg.batch_size / elapsed)
+                       images_per_s=loss_count * cfg.batch_size / elapsed,
+                       input_fraction=input_seconds / elapsed)  # share of the time not training
+            input_seconds = 0.0
             progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}")
             loss_sum.zero_()
             loss_count = 0

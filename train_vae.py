@@ -30,12 +30,13 @@ from tqdm import tqdm
 
 from data import load_dataset
 from data.augment import augment
-from diffusion.training import (BatchSampler, CheckpointError, ConfigError, MetricLogger,
-                                StopFlag, any_rank, autocast, cleanup_distributed, config_diff,
-                                gather_rng_states, load_checkpoint, main_guard, main_process_first, opt,
-                                parse_config, require, require_positive, rng_state_for_rank,
-                                save_checkpoint, save_grid, seed_everything, set_rng_state,
-                                setup_distributed, wrap_ddp)
+from diffusion.training import (BatchSampler, CheckpointError, CompileClock, ConfigError,
+                                MetricLogger, StopFlag, any_rank, autocast, cleanup_distributed,
+                                config_diff, gather_rng_states, load_checkpoint,
+                                load_optimizer_state, main_guard, main_process_first, make_adam,
+                                maybe_compile, opt, parse_config, require, require_positive,
+                                rng_state_for_rank, save_checkpoint, save_grid, seed_everything,
+                                set_rng_state, setup_distributed, wrap_ddp)
 from models.discriminator import PatchDiscriminator
 from models.losses import (adaptive_gan_weight, generator_loss, hinge_d_loss, kl_loss,
                            kl_weight_note, reconstruction_loss)
@@ -73,6 +74,8 @@ class Config:
     lr: float = opt(1e-4, "Adam learning rate of both optimizers, betas (0.5, 0.9) as in LDM")
     warmup_steps: int = opt(500, "linear learning-rate warm-up")
     precision: str = opt("fp32", "fp32, bf16 or fp16 (CUDA only)")
+    compile: bool = opt(False, "torch.compile the autoencoder: faster steps after a first step that "
+                               "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping
     out: str = opt("runs/vae", "output folder")
     log_every: int = opt(50, "steps between metric lines")
@@ -241,8 +244,8 @@ def main():
               f"latents {cfg.latent_channels}x{cfg.image_size // vae.downsampling_factor}x"
               f"{cfg.image_size // vae.downsampling_factor}; discriminator "
               f"{sum(p.numel() for p in disc.parameters()) / 1e6:.2f}M")
-    opt_ae = torch.optim.Adam(vae.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    opt_ae = make_adam(torch.optim.Adam, vae.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    opt_d = make_adam(torch.optim.Adam, disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     start_step, scale_factor = 0, None
     checkpoint_path = out / "checkpoint.pt"
     if cfg.resume:
@@ -253,8 +256,8 @@ def main():
             print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
         vae.load_state_dict(state["model"])
         disc.load_state_dict(state["discriminator"])
-        opt_ae.load_state_dict(state["optimizer"])
-        opt_d.load_state_dict(state["optimizer_discriminator"])
+        load_optimizer_state(opt_ae, state["optimizer"])
+        load_optimizer_state(opt_d, state["optimizer_discriminator"])
         start_step = state["step"]
         # A finished run resumed for more steps must measure its latents again at the end.
         scale_factor = state.get("scale_factor") if start_step >= cfg.steps else None
@@ -264,6 +267,7 @@ def main():
     else:
         torch.manual_seed(cfg.seed + info.rank)
     train_vae, train_disc = wrap_ddp(vae, device, info), wrap_ddp(disc, device, info)
+    train_vae = maybe_compile(train_vae, cfg.compile)
 
     def save(step: int) -> None:
         rng = gather_rng_states(device, info)
@@ -281,10 +285,16 @@ def main():
                     disable=not info.is_main, desc="train vae", dynamic_ncols=True)
     sums, count, last_time = {}, 0, time.time()
     zero = torch.zeros((), device=device)
+    clock = CompileClock(device) if cfg.compile else None
+    input_seconds = 0.0  # time the step waits for its batch
     for step in progress:
+        input_started = time.perf_counter()
         x = dataset.batch(sampler(step), device)["image"]  # (B, 3, H, W) in [-1, 1]
         if cfg.augment:
             x = augment(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        input_seconds += time.perf_counter() - input_started
         gan_on = step >= cfg.disc_start
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         for group in opt_ae.param_groups + opt_d.param_groups:
@@ -316,6 +326,8 @@ def main():
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
+        if clock and (line := clock.tick()) and info.is_main:
+            progress.write(line)
 
         # ---- Bookkeeping ---------------------------------------------------------------------
         terms = dict(loss=loss_ae, l1=l1, perceptual=p_loss, kl=kl, g_loss=g_loss, d_loss=d_loss,
@@ -334,7 +346,9 @@ def main():
                                  f"stopping. The last good checkpoint ({checkpoint_path}) is kept. "
                                  "Try a lower --lr or --precision fp32.")
             elapsed, last_time = time.time() - last_time, time.time()
-            logger.log(done, **means, lr=lr, images_per_s=count * cfg.batch_size / elapsed)
+            logger.log(done, **means, lr=lr, images_per_s=count * cfg.batch_size / elapsed,
+                       input_fraction=input_seconds / elapsed)  # share of the time not training
+            input_seconds = 0.0
             progress.set_postfix(l1=f"{means['l1']:.4f}", p=f"{means['perceptual']:.3f}",
                                  d=f"{means['d_loss']:.3f}")
             sums, count = {}, 0

@@ -7,9 +7,10 @@ For each model, at a stage script's CPU preset and at its laptop-GPU default, it
 parameters, forward GFLOPs per item (torch.utils.flop_counter), training items/s of the step the
 script takes (forward, backward, optimizer; the autoencoder row is the reconstruction + KL part
 of its step, without the perceptual and GAN terms), the achieved GFLOP/s, the GFLOP/s of a plain
-3x3 conv2d at the model's first-level width, batch and resolution (forward and backward, measured
-in the same run) and the ratio of the two, and peak memory. The pixel UNet has its own script,
-bench_unet.py, with the sampling speeds.
+3x3 conv2d at the model's first-level width, batch and resolution (forward and backward, timed in
+alternation with the step: benchmarks/common.py) and the ratio of the two, and peak memory.
+With --compile every model runs through torch.compile and the table adds its compile time. The
+pixel UNet has its own script, bench_unet.py, with the sampling speeds.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_unet import (conv_reference, matmul_reference, peak_memory_mb,  # noqa: E402
-                                   timed)
-from diffusion.training import autocast, pick_device  # noqa: E402
+from benchmarks.common import (conv_reference, count_gflop, machine, matmul_reference,  # noqa: E402
+                               paired_seconds, peak_memory_mb, synchronize)
+from diffusion.training import autocast, make_adam, pick_device  # noqa: E402
 from models.clip import clip_loss  # noqa: E402
 from models.tokenizer import Tokenizer  # noqa: E402
 import train_clip  # noqa: E402
@@ -45,36 +46,44 @@ def config_of(module, name: str) -> dict:
 
 
 def measure(name, model, make_step, forward_one, batch, conv_shape, device, args) -> dict:
-    """make_step() -> a training-step closure; forward_one() runs one item forward."""
-    with FlopCounterMode(display=False) as counter:
-        forward_one()
-    forward_gflop = counter.get_total_flops() / 1e9
-    step = make_step()
-    with FlopCounterMode(display=False) as counter:
-        step()
-    train_gflop = counter.get_total_flops() / 1e9
+    """make_step(model) -> a training-step closure calling that model (the eager one, or its
+    torch.compile'd twin with --compile); forward_one() runs one item forward."""
+    forward_gflop = count_gflop(forward_one)
+    train_gflop = count_gflop(make_step(model))  # the same arithmetic, compiled or not
+    compile_s = None
+    if args.compile:
+        step = make_step(torch.compile(model))
+        started = time.perf_counter()
+        step()  # traces and compiles
+        synchronize(device)
+        compile_s = time.perf_counter() - started
+    else:
+        step = make_step(model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = timed(step, device, args.repeats)
     channels, size = conv_shape
-    conv = conv_reference(channels, size, batch, device, args.precision, torch.contiguous_format,
-                          args.repeats)
+    conv_step, conv_gflop = conv_reference(channels, size, batch, device, args.precision)
+    seconds, conv_seconds = paired_seconds(step, conv_step, device, args.repeats)
+    if compile_s is not None:
+        compile_s -= seconds  # the first call's time beyond an ordinary step
+    conv = conv_gflop / conv_seconds
     return dict(name=name, params=sum(p.numel() for p in model.parameters()) / 1e6, batch=batch,
                 fwd_gflop=forward_gflop, items_s=batch / seconds, gflops=train_gflop / seconds,
-                conv_gflops=conv, ratio=train_gflop / seconds / conv, memory=peak_memory_mb(device))
+                conv_gflops=conv, ratio=train_gflop / seconds / conv, memory=peak_memory_mb(device),
+                compile_s=compile_s)
 
 
 def bench_vae(config: str, device, args) -> dict:
     cfg = config_of(train_vae, config)
     vae = train_vae.build_vae(cfg).to(device)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-4)
+    optimizer = make_adam(torch.optim.Adam, vae.parameters(), lr=1e-4)
     batch, size = cfg["batch_size"], cfg["image_size"]
     x = torch.randn(batch, 3, size, size, device=device)
 
-    def make_step():
+    def make_step(model):
         def step():
             with autocast(device, args.precision):
-                x_rec, posterior = vae(x)
+                x_rec, posterior = model(x)
                 loss = F.l1_loss(x_rec.float(), x) + 1e-6 * posterior.kl().mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -93,17 +102,17 @@ def bench_clip(config: str, device, args) -> dict:
     tokenizer = Tokenizer(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(
         VOCABULARY - 4)], MAX_LENGTH)
     clip = train_clip.build_clip(cfg, tokenizer, vae_cfg["latent_channels"]).to(device)
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=1e-4)
+    optimizer = make_adam(torch.optim.AdamW, clip.parameters(), lr=1e-4)
     batch = cfg["batch_size"]
     z = torch.randn(batch, vae_cfg["latent_channels"], latent, latent, device=device)
     ids = torch.randint(4, VOCABULARY, (batch, MAX_LENGTH), device=device)
     mask = torch.arange(MAX_LENGTH, device=device)[None] < 20  # captions of about 20 tokens
     mask = mask.expand(batch, -1)
 
-    def make_step():
+    def make_step(model):
         def step():
             with autocast(device, args.precision):
-                loss = clip_loss(clip(z, ids, mask).float())
+                loss = clip_loss(model(z, ids, mask).float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -121,17 +130,17 @@ def bench_ldm(config: str, device, args) -> dict:
     latent = vae_cfg["image_size"] // 2 ** (len(vae_cfg["channel_mult"]) - 1)
     C, D = vae_cfg["latent_channels"], clip_cfg["text_width"]
     unet = train_ldm.build_unet(cfg, C, D).to(device)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    optimizer = make_adam(torch.optim.AdamW, unet.parameters(), lr=1e-4)
     batch = cfg["batch_size"]
     z = torch.randn(batch, C, latent, latent, device=device)
     t = torch.randint(0, cfg["num_train_timesteps"], (batch,), device=device)
     context = torch.randn(batch, MAX_LENGTH, D, device=device)
     mask = (torch.arange(MAX_LENGTH, device=device)[None] < 20).expand(batch, -1)
 
-    def make_step():
+    def make_step(model):
         def step():
             with autocast(device, args.precision):
-                loss = F.mse_loss(unet(z, t, context, mask).float(), z)
+                loss = F.mse_loss(model(z, t, context, mask).float(), z)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -150,25 +159,30 @@ def main():
                         choices=("vae", "clip", "ldm"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    parser.add_argument("--repeats", type=int, default=5, help="timed training steps")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed rounds of one training step and the reference conv3x3")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile each model (as the scripts' --compile) and report "
+                             "the compile time")
     args = parser.parse_args()
     device = pick_device(args.device)
     torch.manual_seed(0)
     benches = {"vae": bench_vae, "clip": bench_clip, "ldm": bench_ldm}
     rows = [benches[m](config, device, args) for config in args.configs for m in args.models]
     matmul = matmul_reference(device, args.precision, args.repeats)
-    print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"precision {args.precision}; plain 2048x2048 matmul: {matmul:.0f} GFLOP/s")
+    print(f"{machine(device)}, precision {args.precision}, compile {args.compile}; plain "
+          f"2048x2048 matmul: {matmul:.0f} GFLOP/s")
     header = ("model", "params M", "batch", "fwd GFLOP/item", "train items/s", "GFLOP/s",
-              "conv3x3 GFLOP/s", "ratio", "peak MB")
+              "conv3x3 GFLOP/s", "ratio", "peak MB") + (("compile s",) if args.compile else ())
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
         print(f"| {r['name']} | {r['params']:.2f} | {r['batch']} | {r['fwd_gflop']:.3f} | "
               f"{r['items_s']:.1f} | {r['gflops']:.0f} | {r['conv_gflops']:.0f} | {r['ratio']:.2f} "
-              f"| {r['memory']:.0f} |")
-    print("FLOPs from torch.utils.flop_counter (it does not count the fused attention kernel on "
-          f"CPUs); peak MB is {'CUDA allocated' if device.type == 'cuda' else 'process RSS'}.")
+              f"| {r['memory']:.0f} |" + (f" {r['compile_s']:.0f} |" if args.compile else ""))
+    print("FLOPs from torch.utils.flop_counter (with the CPU attention kernel counted); each step "
+          "and its conv3x3 are timed in alternation, medians over --repeats rounds; peak MB is "
+          f"{'CUDA allocated' if device.type == 'cuda' else 'process RSS'}.")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 Runs evaluate.py once per sampler setting (the same prompts, seeds, guidance and judge) and prints
 one table: network evaluations per image, seconds per image, single-attribute prompt accuracy,
-the rate over all prompts, and the Frechet distance to real images in the judge's features.
+the rate over all prompts, and the Frechet distance to real images in the judge's features with
+its bootstrap standard deviation (how much it moves with the draw of images).
 Classifier-free guidance makes each step two network evaluations.
 """
 
@@ -49,14 +50,17 @@ def main():
                      report["sampling_seconds_prompts"] / images,
                      report["summary"]["single"]["accuracy"], overall,
                      report["frechet_distance"]["generated_vs_real"],
+                     report["frechet_distance"]["generated_vs_real_spread"],
                      report["frechet_distance"]["real_train_vs_real_val"]))
-    print(f"\n{args.ckpt}, guidance {report['guidance']}, {args.n} images per prompt")
-    print("| sampler | network evals / image | s / image | single-attribute accuracy | all prompts "
-          "| Frechet distance | real vs real |")
-    print("|---|---|---|---|---|---|---|")
-    for name, nfe, seconds, single, overall, fd, floor in rows:
-        print(f"| {name} | {nfe} | {seconds:.3f} | {single:.3f} | {overall:.3f} | {fd:.3f} | "
-              f"{floor:.3f} |")
+    images = report["frechet_distance"]["images_per_set"]
+    print(f"\n{args.ckpt}, guidance {report['guidance']}, {args.n} images per prompt, "
+          f"Frechet distances on {images} images per set (+- the bootstrap standard deviation)")
+    print("| sampler | network evals / image | s / image | speed-up over the first row "
+          "| single-attribute accuracy | all prompts | Frechet distance | real vs real |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, nfe, seconds, single, overall, fd, spread, floor in rows:
+        print(f"| {name} | {nfe} | {seconds:.3f} | {rows[0][2] / seconds:.1f}x | {single:.3f} "
+              f"| {overall:.3f} | {fd:.1f} +- {spread:.1f} | {floor:.1f} |")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@
 For each configuration of train_unconditional.py it prints: parameters, forward GFLOPs per image
 (torch.utils.flop_counter), training images/s (forward, backward and Adam step), the achieved
 GFLOP/s, the GFLOP/s of a plain 3x3 conv2d of the same width, batch and resolution (forward and
-backward, measured in the same run) and the ratio of the two, peak memory, and sampling images/s
-for DDIM-50 and DDPM-1000. DDPM-1000 is timed over its first --ddpm-steps steps and scaled, since
+backward, timed in alternation with the step: benchmarks/common.py) and the ratio of the two,
+peak memory, and sampling images/s for DDIM-50 and DDPM-1000. DDPM-1000 is timed over its first --ddpm-steps steps and scaled, since
 every one of its steps costs the same network call (the table says so).
 """
 
@@ -15,80 +15,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import resource
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import (conv_reference, count_gflop, machine, matmul_reference,  # noqa: E402
+                               paired_seconds, peak_memory_mb, timed)
 from diffusion import DDIMScheduler, sample  # noqa: E402
-from diffusion.training import autocast, pick_device  # noqa: E402
+from diffusion.training import autocast, make_adam, pick_device  # noqa: E402
 from train_unconditional import PRESETS, Config, build_scheduler, build_unet  # noqa: E402
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def timed(fn, device, repeats: int, warmup: int = 2) -> float:
-    """Seconds per call of fn, after warm-up."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
-
-
-def conv_reference(channels: int, size: int, batch: int, device, precision, memory_format,
-                   repeats: int) -> float:
-    """GFLOP/s of one plain 3x3 conv2d (forward + backward) at the UNet's first-level width."""
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device, memory_format=memory_format)
-    x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=memory_format)
-    x.requires_grad_(True)
-
-    def step():
-        with autocast(device, precision):
-            y = conv(x)
-        y.float().sum().backward()
-
-    flops = 3 * 2 * batch * channels * channels * 9 * size * size  # forward 2*MACs, backward 2x that
-    return flops / timed(step, device, repeats) / 1e9
-
-
-def matmul_reference(device, precision, repeats: int, n: int = 2048) -> float:
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / timed(lambda: a @ b, device, repeats) / 1e9
 
 
 def bench(name: str, cfg: Config, device, args) -> dict:
     config = dataclasses.asdict(cfg)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = build_unet(config).to(device, memory_format=memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = make_adam(torch.optim.Adam, model.parameters(), lr=1e-4)  # as the script
     batch, size = cfg.batch_size, cfg.image_size
     x0 = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
     t = torch.randint(0, cfg.num_train_timesteps, (batch,), device=device)
 
-    with FlopCounterMode(display=False) as counter:
-        model(x0[:1], t[:1])
-    forward_gflop = counter.get_total_flops() / 1e9  # per image
+    forward_gflop = count_gflop(lambda: model(x0[:1], t[:1]))  # per image
 
     def train_step():
         with autocast(device, args.precision):
@@ -97,15 +47,14 @@ def bench(name: str, cfg: Config, device, args) -> dict:
         loss.backward()
         optimizer.step()
 
-    with FlopCounterMode(display=False) as counter:
-        train_step()
-    train_gflop = counter.get_total_flops() / 1e9  # per batch, forward + backward
+    train_gflop = count_gflop(train_step)  # per batch, forward + backward
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step_s = timed(train_step, device, args.repeats)
+    conv_step, conv_gflop = conv_reference(cfg.base_channels, size, batch, device, args.precision,
+                                           memory_format)
+    step_s, conv_s = paired_seconds(train_step, conv_step, device, args.repeats)
+    conv = conv_gflop / conv_s
     memory = peak_memory_mb(device)
-    conv = conv_reference(cfg.base_channels, size, batch, device, args.precision, memory_format,
-                          args.repeats)
 
     # Sampling: DDIM-50 in full; DDPM-1000 over args.ddpm_steps of its identical steps.
     model.eval()
@@ -140,7 +89,8 @@ def main():
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--repeats", type=int, default=5, help="timed training steps")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed rounds of one training step and the reference conv3x3")
     parser.add_argument("--sample-batch", type=int, default=16, help="images per sampling run")
     parser.add_argument("--ddpm-steps", type=int, default=50,
                         help="DDPM steps actually timed (of 1000) before scaling")
@@ -155,11 +105,7 @@ def main():
         rows.append(bench(name, cfg, device, args))
     matmul = matmul_reference(device, args.precision, args.repeats)
 
-    cpu_name = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                     if l.startswith("model name")), "?") if Path("/proc/cpuinfo").exists() else "?"
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name
-    print(f"device {device} ({where}), {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"precision {args.precision}, channels_last {args.channels_last}")
+    print(f"{machine(device)}, precision {args.precision}, channels_last {args.channels_last}")
     print(f"plain {2048}x{2048} matmul: {matmul:.0f} GFLOP/s")
     header = ("config", "params M", "batch", "px", "fwd GFLOP/img", "train img/s", "GFLOP/s",
               "conv3x3 GFLOP/s", "ratio", "peak MB", "DDIM-50 img/s", "DDPM-1000 img/s*", "speedup")
@@ -170,8 +116,8 @@ def main():
               f"{r['train_img_s']:.1f} | {r['gflops']:.0f} | {r['conv_gflops']:.0f} | "
               f"{r['ratio']:.2f} | {r['memory']:.0f} | {r['ddim_img_s']:.2f} | "
               f"{r['ddpm_img_s']:.3f} | {r['speedup']:.1f}x")
-    print("FLOPs from torch.utils.flop_counter, which does not count the fused attention kernel "
-          "on CPUs (a few % of these models)")
+    print("FLOPs from torch.utils.flop_counter (with the CPU attention kernel counted); the model "
+          "and the conv3x3 are timed in alternation, medians over --repeats rounds")
     print(f"* DDPM-1000 timed over {args.ddpm_steps} of its 1000 identical steps and scaled; "
           f"sampling with batches of {args.sample_batch}; peak MB is "
           f"{'CUDA allocated' if device.type == 'cuda' else 'process RSS'}.")

@@ -6,6 +6,8 @@ follow top to bottom; the chores that every loop repeats live here, each in one 
     config      `opt`, `parse_config`, `require`   dataclass defaults -> type-checked --flags, presets
     errors      `ConfigError`, `CheckpointError`, `main_guard`   one-line messages, never a traceback
     device      `pick_device`, `autocast`, `make_grad_scaler`   cuda > mps > cpu, fp32/bf16/fp16
+    speed       `make_adam`, `load_optimizer_state`, `maybe_compile`, `CompileClock`   fused Adam,
+                torch.compile and the time it takes
     randomness  `seed_everything`, `rng_state`, `set_rng_state`   exact resume
     data order  `BatchSampler`   the batch of step s is a pure function of (seed, s), sharded per rank
     distributed `setup_distributed`, `any_rank`   torchrun + DistributedDataParallel (gloo or nccl)
@@ -27,6 +29,7 @@ import os
 import random
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -165,6 +168,63 @@ def autocast(device: torch.device, precision: str):
 def make_grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """Loss scaling for fp16 on CUDA (fp16 gradients underflow without it); a no-op otherwise."""
     return torch.amp.GradScaler("cuda", enabled=(precision == "fp16" and device.type == "cuda"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Speed: the optimizer's kernel and torch.compile (docs/performance.md has the measurements).
+
+def make_adam(optimizer_class, params, **kwargs) -> torch.optim.Optimizer:
+    """Adam or AdamW with PyTorch's fused kernel where this torch has one for the device (CUDA,
+    MPS and, from torch 2.4, CPU): one kernel over all parameters instead of a Python loop of
+    small ops per parameter, the same update rule. On the CPU preset of stage 4 it takes the
+    optimizer step from about 20 ms to 7 ms. Falls back to the default implementation."""
+    params = list(params)
+    try:
+        return optimizer_class(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or torch
+        return optimizer_class(params, **kwargs)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """optimizer.load_state_dict, keeping this run's kernel choice: the checkpoint may come from a
+    machine or torch version that used the other one (fused is a setting, not part of the state)."""
+    kernels = [(group.get("fused"), group.get("foreach")) for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, (fused, foreach) in zip(optimizer.param_groups, kernels):
+        group["fused"], group["foreach"] = fused, foreach
+
+
+def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """torch.compile(model) for --compile: the first call traces the model and generates fused
+    kernels (C++ on the CPU, Triton on CUDA), which takes from seconds to minutes; later calls
+    run the compiled code. The parameters stay shared with `model`, so EMA, checkpoints and
+    sampling keep using the plain module."""
+    return torch.compile(model) if enabled else model
+
+
+class CompileClock:
+    """Measures what --compile costs: the wall time of the first training step, which includes
+    tracing and compiling, against the mean of the `window` steps after it."""
+
+    def __init__(self, device: torch.device, window: int = 10):
+        self.device, self.window, self.times = device, window, []
+        self.last = time.perf_counter()
+
+    def tick(self) -> str | None:
+        """Call after every step; returns the one-line summary once, when the window is full."""
+        if len(self.times) > self.window:
+            return None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.times.append(now - self.last)
+        self.last = now
+        if len(self.times) <= self.window:
+            return None
+        first, later = self.times[0], sum(self.times[1:]) / self.window
+        self.compile_seconds = first - later
+        return (f"torch.compile: the first step took {first:.1f} s, the next {self.window} "
+                f"{later * 1000:.0f} ms each: compiling took about {first - later:.1f} s")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -66,3 +66,17 @@ def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     """(N, D) features -> mean (D,) and unbiased covariance (D, D), in float64."""
     features = features.double()
     return features.mean(0), torch.cov(features.T)
+
+
+def frechet_distance_spread(features_a: torch.Tensor, features_b: torch.Tensor, rounds: int = 100,
+                            seed: int = 0) -> float:
+    """Bootstrap standard deviation of frechet_distance between two feature sets (N_a, D) and
+    (N_b, D): both sets are redrawn with replacement `rounds` times (Efron 1979). Two distances
+    that differ by less than about twice this are within the noise of the sample size."""
+    generator = torch.Generator().manual_seed(seed)
+    distances = []
+    for _ in range(rounds):
+        a = features_a[torch.randint(len(features_a), (len(features_a),), generator=generator)]
+        b = features_b[torch.randint(len(features_b), (len(features_b),), generator=generator)]
+        distances.append(frechet_distance(*feature_statistics(a), *feature_statistics(b)))
+    return torch.tensor(distances).std().item()

@@ -219,3 +219,16 @@ def test_evaluate_reports_prompt_following_against_the_unconditional_baseline(ld
         assert entry["data_rate"] > 0  # the combination occurs in real rows
     assert math.isfinite(report["frechet_distance"]["generated_vs_real"])
     assert {"generated", "real_with_own_captions"} <= report["clip_score"].keys()
+
+
+def test_frechet_spread_matches_the_spread_over_fresh_draws():
+    """The bootstrap standard deviation of one pair of sets estimates how much the distance
+    moves between independent draws of the same size."""
+    from models.metrics import feature_statistics, frechet_distance_spread
+    generator = torch.Generator().manual_seed(0)
+    draw = lambda shift: torch.randn(200, 4, generator=generator) + shift  # noqa: E731
+    fresh = torch.tensor([frechet_distance(*feature_statistics(draw(0.5)),
+                                           *feature_statistics(draw(0.0))) for _ in range(200)])
+    spreads = [frechet_distance_spread(draw(0.5), draw(0.0), rounds=100, seed=s) for s in range(5)]
+    for spread in spreads:
+        assert 0.5 * fresh.std() < spread < 2.0 * fresh.std()

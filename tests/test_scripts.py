@@ -150,6 +150,7 @@ def test_vae_run_saves_an_autoencoder_that_round_trips_with_its_scale_factor(tmp
     assert "perceptual loss:" in result.stdout  # says once which VGG16 weights it uses
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"l1", "perceptual", "kl", "g_loss", "d_loss", "gan_weight", "logits_real"} <= rows[-2].keys()
+    assert all(0 < r["input_fraction"] < 1 for r in rows[:-1])  # the wait for data is measured
     assert rows[-1].keys() == {"step", "val_psnr", "val_ssim"}
     assert rows[2]["d_loss"] > 0 and rows[0]["d_loss"] == 0  # the discriminator starts at step 2
 

@@ -141,3 +141,53 @@ def test_precision_and_device_errors():
     with training.autocast(cpu, "bf16"):
         y = torch.nn.Linear(4, 4)(torch.randn(2, 4))
     assert y.dtype == torch.bfloat16
+
+
+def _adam_run(optimizer, model, steps=3):
+    torch.manual_seed(1)
+    for _ in range(steps):
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("optimizer_class", [torch.optim.Adam, torch.optim.AdamW])
+def test_fused_adam_takes_the_same_steps_as_the_loop(optimizer_class):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    twin = torch.nn.Linear(4, 3)
+    twin.load_state_dict(model.state_dict())
+    start = torch.cat([p.detach().flatten() for p in model.parameters()])
+    fused = training.make_adam(optimizer_class, model.parameters(), lr=1e-2, weight_decay=0.1)
+    plain = optimizer_class(twin.parameters(), lr=1e-2, weight_decay=0.1)
+    version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    if version >= (2, 4):
+        assert fused.param_groups[0]["fused"]  # torch 2.4 added the CPU kernel
+    after_fused, after_plain = _adam_run(fused, model), _adam_run(plain, twin)
+    assert (after_fused - start).abs().max() > 1e-2  # three steps of lr 1e-2 moved the weights
+    assert (after_fused - after_plain).abs().max() < 1e-6
+
+
+def test_loading_optimizer_state_keeps_this_runs_kernel():
+    model = torch.nn.Linear(4, 3)
+    saved = torch.optim.Adam(model.parameters(), lr=1e-2)  # the unfused loop wrote this state
+    _adam_run(saved, model)
+    current = training.make_adam(torch.optim.Adam, model.parameters(), lr=1e-2)
+    kernel = current.param_groups[0]["fused"]
+    training.load_optimizer_state(current, saved.state_dict())
+    assert current.param_groups[0]["fused"] == kernel
+    for p in model.parameters():
+        assert torch.equal(current.state[p]["exp_avg"], saved.state[p]["exp_avg"])
+
+
+def test_compile_clock_reports_the_first_step_beyond_the_later_ones(monkeypatch):
+    # steps of 5.0 s (compiling), then 0.1 s each
+    clock_times = iter([100.0, 105.0] + [105.0 + 0.1 * k for k in range(1, 20)])
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock_times))
+    clock = training.CompileClock(torch.device("cpu"), window=3)
+    lines = [clock.tick() for _ in range(6)]
+    assert lines[:3] == [None] * 3 and lines[4:] == [None, None]
+    assert clock.compile_seconds == pytest.approx(4.9)
+    assert "5.0 s" in lines[3] and "100 ms" in lines[3] and "4.9 s" in lines[3]

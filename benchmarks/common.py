@@ -1,0 +1,121 @@
+"""What the benchmark scripts share: timers, FLOP counting and the machine's reference speeds.
+
+The figure each script reports is a ratio: the achieved GFLOP/s of a model's whole training step
+against a plain 3x3 conv2d (forward and backward) at the model's first-level width, batch and
+resolution. `paired_seconds` times the two in alternation, round after round, and takes the
+median of each, so a machine whose speed drifts during the run (shared cores, clock limits)
+slows both sides alike instead of skewing the ratio.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.utils.flop_counter as flop_counter
+from torch.utils.flop_counter import FlopCounterMode
+
+from diffusion.training import autocast
+
+aten = torch.ops.aten
+
+
+# torch's FLOP counter knows the CUDA attention kernels but not the CPU one, which would leave
+# every attention product out of the CPU figures. The same formulas: 2 matmuls forward
+# (Q K^T and A V, 2 b h L L_ctx d FLOPs each), 4 backward (5 with the softmax recomputation that
+# torch's own backward formula counts).
+@flop_counter.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+@flop_counter.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
+def _cpu_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args,
+                                  out_shape=None, **kwargs):
+    return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape,
+                                                 value_shape)
+
+
+def count_gflop(fn) -> float:
+    """GFLOPs of one call of fn (matmuls, convolutions and attention; elementwise ops are free)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def timed(fn, device, repeats: int, warmup: int = 2) -> float:
+    """Seconds per call of fn, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def paired_seconds(step, reference, device, rounds: int, warmup: int = 2) -> tuple[float, float]:
+    """Median seconds per call of step() and of reference(), timed in alternation over `rounds`
+    rounds. Each round calls reference() often enough to take about as long as one step."""
+    for _ in range(warmup):
+        step()
+        reference()
+    inner = max(1, math.ceil(timed(step, device, 1, 0) / timed(reference, device, 3, 0)))
+    step_times, reference_times = [], []
+    for _ in range(rounds):
+        step_times.append(timed(step, device, 1, 0))
+        reference_times.append(timed(reference, device, inner, 0))
+    return statistics.median(step_times), statistics.median(reference_times)
+
+
+def conv_reference(channels: int, size: int, batch: int, device, precision,
+                   memory_format=torch.contiguous_format) -> tuple:
+    """A plain 3x3 conv2d (forward + backward, input gradient included) at a model's first-level
+    width, batch and resolution -> (a closure running it once, its GFLOPs per call)."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device, memory_format=memory_format)
+    x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=memory_format)
+    x.requires_grad_(True)
+
+    def step():
+        with autocast(device, precision):
+            y = conv(x)
+        y.float().sum().backward()
+
+    gflop = 3 * 2 * batch * channels * channels * 9 * size * size / 1e9  # backward = 2x forward
+    return step, gflop
+
+
+def matmul_reference(device, precision, repeats: int, n: int = 2048) -> float:
+    """GFLOP/s of a plain n x n matmul."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / timed(lambda: a @ b, device, repeats) / 1e9
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
+
+
+def machine(device: torch.device) -> str:
+    """One line naming the device, threads and torch version."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        cpuinfo = Path("/proc/cpuinfo")
+        name = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                     if line.startswith("model name")), "?") if cpuinfo.exists() else "?"
+    return f"device {device} ({name}), {torch.get_num_threads()} threads, torch {torch.__version__}"

@@ -1,0 +1,45 @@
+"""The benchmarks' arithmetic: FLOP counts against closed forms, and the paired timer."""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import conv_reference, count_gflop, paired_seconds  # noqa: E402
+
+
+def test_attention_flops_are_counted_on_the_cpu():
+    """softmax(Q K^T / sqrt d) V: two batched matmuls of 2 B H L L_ctx d FLOPs each forward;
+    backward recomputes Q K^T and takes four more (torch's own formula for the CUDA kernels)."""
+    B, H, L, L_ctx, d = 2, 4, 64, 41, 16
+    q = torch.randn(B, H, L, d, requires_grad=True)
+    k, v = torch.randn(B, H, L_ctx, d), torch.randn(B, H, L_ctx, d)
+    one_matmul = 2 * B * H * L * L_ctx * d / 1e9
+    assert abs(count_gflop(lambda: F.scaled_dot_product_attention(q, k, v)) - 2 * one_matmul) < 1e-12
+    total = count_gflop(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
+    assert abs(total - 7 * one_matmul) < 1e-12
+
+
+def test_conv_reference_flops_match_the_counter():
+    step, gflop = conv_reference(8, 6, 3, torch.device("cpu"), "fp32")
+    # forward 2 * B * C_out * H * W * C_in * 9, backward twice that (input and weight gradients)
+    assert abs(gflop - 3 * 2 * 3 * 8 * 36 * 8 * 9 / 1e9) < 1e-12
+    assert abs(count_gflop(step) - gflop) < 1e-12
+
+
+def test_paired_seconds_times_each_side():
+    calls = {"step": 0, "reference": 0}
+
+    def step():
+        calls["step"] += 1
+        torch.zeros(1)
+
+    def reference():
+        calls["reference"] += 1
+
+    step_s, reference_s = paired_seconds(step, reference, torch.device("cpu"), rounds=4, warmup=1)
+    assert step_s > 0 and reference_s > 0
+    assert calls["step"] == 1 + 1 + 4  # warm-up, calibration, rounds
+    assert calls["reference"] >= 1 + 3 + 4
