@@ -219,7 +219,7 @@ def main():
             print(f"resumed from {checkpoint_path} at step {start_step}")
     else:
         torch.manual_seed(cfg.seed + info.rank)
-    train_clip = maybe_compile(wrap_ddp(clip, device, info), cfg.compile)
+    train_clip = maybe_compile(wrap_ddp(clip, device, info), cfg.compile, device)
     if info.is_main:
         count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
         print(f"CLIP: text encoder {count(clip.text_encoder):.2f}M, image head "

@@ -168,7 +168,7 @@ def main():
             print(f"resumed from {checkpoint_path} at step {start_step}")
     else:
         torch.manual_seed(cfg.seed + info.rank)  # different noise on every rank
-    train_model = maybe_compile(wrap_ddp(model, device, info), cfg.compile)
+    train_model = maybe_compile(wrap_ddp(model, device, info), cfg.compile, device)
     if info.is_main:
         print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 

@@ -267,7 +267,7 @@ def main():
     else:
         torch.manual_seed(cfg.seed + info.rank)
     train_vae, train_disc = wrap_ddp(vae, device, info), wrap_ddp(disc, device, info)
-    train_vae = maybe_compile(train_vae, cfg.compile)
+    train_vae = maybe_compile(train_vae, cfg.compile, device)
 
     def save(step: int) -> None:
         rng = gather_rng_states(device, info)

@@ -9,8 +9,9 @@ script takes (forward, backward, optimizer; the autoencoder row is the reconstru
 of its step, without the perceptual and GAN terms), the achieved GFLOP/s, the GFLOP/s of a plain
 3x3 conv2d at the model's first-level width, batch and resolution (forward and backward, timed in
 alternation with the step: benchmarks/common.py) and the ratio of the two, and peak memory.
-With --compile every model runs through torch.compile and the table adds its compile time. The
-pixel UNet has its own script, bench_unet.py, with the sampling speeds.
+With --compile each model's torch.compile'd twin is timed in the same rounds as the eager step,
+and the table adds its speed, ratio and compile time. The pixel UNet has its own script,
+bench_unet.py, with the sampling speeds.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (conv_reference, count_gflop, machine, matmul_reference,  # noqa: E402
                                paired_seconds, peak_memory_mb, synchronize)
-from diffusion.training import autocast, make_adam, pick_device  # noqa: E402
+from diffusion.training import autocast, make_adam, maybe_compile, pick_device  # noqa: E402
 from models.clip import clip_loss  # noqa: E402
 from models.tokenizer import Tokenizer  # noqa: E402
 import train_clip  # noqa: E402
@@ -35,6 +36,8 @@ import train_ldm  # noqa: E402
 import train_vae  # noqa: E402
 
 VOCABULARY, MAX_LENGTH = 77, 41  # the synthetic captions' tokenizer (train_clip.py, cpu preset)
+# A batch of 64 synthetic captions is padded to its longest, about 27 tokens; 14 are real on average.
+CONTEXT, REAL_TOKENS = 28, 14
 
 
 def config_of(module, name: str) -> dict:
@@ -46,31 +49,36 @@ def config_of(module, name: str) -> dict:
 
 
 def measure(name, model, make_step, forward_one, batch, conv_shape, device, args) -> dict:
-    """make_step(model) -> a training-step closure calling that model (the eager one, or its
-    torch.compile'd twin with --compile); forward_one() runs one item forward."""
+    """make_step(model) -> a training-step closure calling that model; forward_one() runs one
+    item forward. With --compile the eager step and its torch.compile'd twin (the same
+    parameters and optimizer) are timed in the same rounds, so the two compare directly."""
     forward_gflop = count_gflop(forward_one)
-    train_gflop = count_gflop(make_step(model))  # the same arithmetic, compiled or not
-    compile_s = None
+    step = make_step(model)
+    train_gflop = count_gflop(step)  # the same arithmetic, compiled or not
+    others, compile_s = (), None
     if args.compile:
-        step = make_step(torch.compile(model))
+        compiled_step = make_step(maybe_compile(model, True, device))  # as the scripts' --compile
         started = time.perf_counter()
-        step()  # traces and compiles
+        compiled_step()  # traces and compiles
         synchronize(device)
         compile_s = time.perf_counter() - started
-    else:
-        step = make_step(model)
+        others = (compiled_step,)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     channels, size = conv_shape
     conv_step, conv_gflop = conv_reference(channels, size, batch, device, args.precision)
-    seconds, conv_seconds = paired_seconds(step, conv_step, device, args.repeats)
-    if compile_s is not None:
-        compile_s -= seconds  # the first call's time beyond an ordinary step
+    seconds, conv_seconds, *compiled = paired_seconds(step, conv_step, device, args.repeats,
+                                                      others=others)
     conv = conv_gflop / conv_seconds
-    return dict(name=name, params=sum(p.numel() for p in model.parameters()) / 1e6, batch=batch,
-                fwd_gflop=forward_gflop, items_s=batch / seconds, gflops=train_gflop / seconds,
-                conv_gflops=conv, ratio=train_gflop / seconds / conv, memory=peak_memory_mb(device),
-                compile_s=compile_s)
+    row = dict(name=name, params=sum(p.numel() for p in model.parameters()) / 1e6, batch=batch,
+               fwd_gflop=forward_gflop, items_s=batch / seconds, gflops=train_gflop / seconds,
+               conv_gflops=conv, ratio=train_gflop / seconds / conv,
+               memory=peak_memory_mb(device))
+    if compiled:
+        row.update(compiled_items_s=batch / compiled[0],
+                   compiled_ratio=train_gflop / compiled[0] / conv,
+                   compile_s=compile_s - compiled[0])  # the first call beyond an ordinary step
+    return row
 
 
 def bench_vae(config: str, device, args) -> dict:
@@ -105,9 +113,8 @@ def bench_clip(config: str, device, args) -> dict:
     optimizer = make_adam(torch.optim.AdamW, clip.parameters(), lr=1e-4)
     batch = cfg["batch_size"]
     z = torch.randn(batch, vae_cfg["latent_channels"], latent, latent, device=device)
-    ids = torch.randint(4, VOCABULARY, (batch, MAX_LENGTH), device=device)
-    mask = torch.arange(MAX_LENGTH, device=device)[None] < 20  # captions of about 20 tokens
-    mask = mask.expand(batch, -1)
+    ids = torch.randint(4, VOCABULARY, (batch, CONTEXT), device=device)
+    mask = (torch.arange(CONTEXT, device=device)[None] < REAL_TOKENS).expand(batch, -1)
 
     def make_step(model):
         def step():
@@ -134,8 +141,8 @@ def bench_ldm(config: str, device, args) -> dict:
     batch = cfg["batch_size"]
     z = torch.randn(batch, C, latent, latent, device=device)
     t = torch.randint(0, cfg["num_train_timesteps"], (batch,), device=device)
-    context = torch.randn(batch, MAX_LENGTH, D, device=device)
-    mask = (torch.arange(MAX_LENGTH, device=device)[None] < 20).expand(batch, -1)
+    context = torch.randn(batch, CONTEXT, D, device=device)
+    mask = (torch.arange(CONTEXT, device=device)[None] < REAL_TOKENS).expand(batch, -1)
 
     def make_step(model):
         def step():
@@ -162,8 +169,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed rounds of one training step and the reference conv3x3")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile each model (as the scripts' --compile) and report "
-                             "the compile time")
+                        help="also time each model through torch.compile (as the scripts' "
+                             "--compile), with its compile time")
     args = parser.parse_args()
     device = pick_device(args.device)
     torch.manual_seed(0)
@@ -173,13 +180,16 @@ def main():
     print(f"{machine(device)}, precision {args.precision}, compile {args.compile}; plain "
           f"2048x2048 matmul: {matmul:.0f} GFLOP/s")
     header = ("model", "params M", "batch", "fwd GFLOP/item", "train items/s", "GFLOP/s",
-              "conv3x3 GFLOP/s", "ratio", "peak MB") + (("compile s",) if args.compile else ())
+              "conv3x3 GFLOP/s", "ratio", "peak MB")
+    if args.compile:
+        header += ("compiled items/s", "compiled ratio", "compile s")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
         print(f"| {r['name']} | {r['params']:.2f} | {r['batch']} | {r['fwd_gflop']:.3f} | "
               f"{r['items_s']:.1f} | {r['gflops']:.0f} | {r['conv_gflops']:.0f} | {r['ratio']:.2f} "
-              f"| {r['memory']:.0f} |" + (f" {r['compile_s']:.0f} |" if args.compile else ""))
+              f"| {r['memory']:.0f} |" + (f" {r['compiled_items_s']:.1f} | {r['compiled_ratio']:.2f}"
+                                         f" | {r['compile_s']:.0f} |" if args.compile else ""))
     print("FLOPs from torch.utils.flop_counter (with the CPU attention kernel counted); each step "
           "and its conv3x3 are timed in alternation, medians over --repeats rounds; peak MB is "
           f"{'CUDA allocated' if device.type == 'cuda' else 'process RSS'}.")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -23,9 +24,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (conv_reference, count_gflop, machine, matmul_reference,  # noqa: E402
-                               paired_seconds, peak_memory_mb, timed)
+                               paired_seconds, peak_memory_mb, synchronize, timed)
 from diffusion import DDIMScheduler, sample  # noqa: E402
-from diffusion.training import autocast, make_adam, pick_device  # noqa: E402
+from diffusion.training import autocast, make_adam, maybe_compile, pick_device  # noqa: E402
 from train_unconditional import PRESETS, Config, build_scheduler, build_unet  # noqa: E402
 
 
@@ -40,20 +41,37 @@ def bench(name: str, cfg: Config, device, args) -> dict:
 
     forward_gflop = count_gflop(lambda: model(x0[:1], t[:1]))  # per image
 
-    def train_step():
-        with autocast(device, args.precision):
-            loss = F.mse_loss(model(x0, t).float(), x0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def make_train_step(network):
+        def train_step():
+            with autocast(device, args.precision):
+                loss = F.mse_loss(network(x0, t).float(), x0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return train_step
 
+    train_step = make_train_step(model)
     train_gflop = count_gflop(train_step)  # per batch, forward + backward
+    others, compile_s = (), None
+    if args.compile:  # as train_unconditional.py --compile, timed in the same rounds as eager
+        compiled_step = make_train_step(maybe_compile(model, True, device))
+        started = time.perf_counter()
+        compiled_step()  # traces and compiles
+        synchronize(device)
+        compile_s = time.perf_counter() - started
+        others = (compiled_step,)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     conv_step, conv_gflop = conv_reference(cfg.base_channels, size, batch, device, args.precision,
                                            memory_format)
-    step_s, conv_s = paired_seconds(train_step, conv_step, device, args.repeats)
+    step_s, conv_s, *compiled_s = paired_seconds(train_step, conv_step, device, args.repeats,
+                                                 others=others)
     conv = conv_gflop / conv_s
+    compiled = {}
+    if compiled_s:
+        compiled = dict(compiled_img_s=batch / compiled_s[0],
+                        compiled_ratio=train_gflop / compiled_s[0] / conv,
+                        compile_s=compile_s - compiled_s[0])  # beyond an ordinary step
     memory = peak_memory_mb(device)
 
     # Sampling: DDIM-50 in full; DDPM-1000 over args.ddpm_steps of its identical steps.
@@ -79,7 +97,8 @@ def bench(name: str, cfg: Config, device, args) -> dict:
                 batch=batch, size=size, fwd_gflop=forward_gflop,
                 train_img_s=batch / step_s, gflops=train_gflop / step_s, conv_gflops=conv,
                 ratio=train_gflop / step_s / conv, memory=memory,
-                ddim_img_s=n / ddim_s, ddpm_img_s=n / ddpm_s, speedup=ddpm_s / ddim_s)
+                ddim_img_s=n / ddim_s, ddpm_img_s=n / ddpm_s, speedup=ddpm_s / ddim_s,
+                **compiled)
 
 
 def main():
@@ -89,6 +108,9 @@ def main():
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the step through torch.compile (as --compile), with its "
+                             "compile time")
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed rounds of one training step and the reference conv3x3")
     parser.add_argument("--sample-batch", type=int, default=16, help="images per sampling run")
@@ -105,17 +127,22 @@ def main():
         rows.append(bench(name, cfg, device, args))
     matmul = matmul_reference(device, args.precision, args.repeats)
 
-    print(f"{machine(device)}, precision {args.precision}, channels_last {args.channels_last}")
+    print(f"{machine(device)}, precision {args.precision}, channels_last {args.channels_last}, "
+          f"compile {args.compile}")
     print(f"plain {2048}x{2048} matmul: {matmul:.0f} GFLOP/s")
     header = ("config", "params M", "batch", "px", "fwd GFLOP/img", "train img/s", "GFLOP/s",
               "conv3x3 GFLOP/s", "ratio", "peak MB", "DDIM-50 img/s", "DDPM-1000 img/s*", "speedup")
+    if args.compile:
+        header += ("compiled img/s", "compiled ratio", "compile s")
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for r in rows:
         print(f"{r['name']} | {r['params']:.2f} | {r['batch']} | {r['size']} | {r['fwd_gflop']:.3f} | "
               f"{r['train_img_s']:.1f} | {r['gflops']:.0f} | {r['conv_gflops']:.0f} | "
               f"{r['ratio']:.2f} | {r['memory']:.0f} | {r['ddim_img_s']:.2f} | "
-              f"{r['ddpm_img_s']:.3f} | {r['speedup']:.1f}x")
+              f"{r['ddpm_img_s']:.3f} | {r['speedup']:.1f}x"
+              + (f" | {r['compiled_img_s']:.1f} | {r['compiled_ratio']:.2f} | "
+                 f"{r['compile_s']:.0f}" if args.compile else ""))
     print("FLOPs from torch.utils.flop_counter (with the CPU attention kernel counted); the model "
           "and the conv3x3 are timed in alternation, medians over --repeats rounds")
     print(f"* DDPM-1000 timed over {args.ddpm_steps} of its 1000 identical steps and scaled; "

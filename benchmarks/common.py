@@ -4,7 +4,8 @@ The figure each script reports is a ratio: the achieved GFLOP/s of a model's who
 against a plain 3x3 conv2d (forward and backward) at the model's first-level width, batch and
 resolution. `paired_seconds` times the two in alternation, round after round, and takes the
 median of each, so a machine whose speed drifts during the run (shared cores, clock limits)
-slows both sides alike instead of skewing the ratio.
+slows both sides alike instead of skewing the ratio. On a shared machine the ratio still moves
+from run to run (docs/performance.md reports the spread over repeated runs).
 """
 
 from __future__ import annotations
@@ -66,18 +67,23 @@ def timed(fn, device, repeats: int, warmup: int = 2) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def paired_seconds(step, reference, device, rounds: int, warmup: int = 2) -> tuple[float, float]:
+def paired_seconds(step, reference, device, rounds: int, warmup: int = 2,
+                   others: tuple = ()) -> tuple[float, ...]:
     """Median seconds per call of step() and of reference(), timed in alternation over `rounds`
-    rounds. Each round calls reference() often enough to take about as long as one step."""
+    rounds; each round calls reference() often enough to take about as long as one step.
+    `others` are more steps timed in the same rounds (e.g. the compiled twin of step); their
+    medians follow: (step, reference, *others)."""
     for _ in range(warmup):
-        step()
-        reference()
+        for fn in (step, reference, *others):
+            fn()
     inner = max(1, math.ceil(timed(step, device, 1, 0) / timed(reference, device, 3, 0)))
-    step_times, reference_times = [], []
+    times = [[] for _ in range(2 + len(others))]
     for _ in range(rounds):
-        step_times.append(timed(step, device, 1, 0))
-        reference_times.append(timed(reference, device, inner, 0))
-    return statistics.median(step_times), statistics.median(reference_times)
+        times[0].append(timed(step, device, 1, 0))
+        times[1].append(timed(reference, device, inner, 0))
+        for i, fn in enumerate(others):
+            times[2 + i].append(timed(fn, device, 1, 0))
+    return tuple(statistics.median(t) for t in times)
 
 
 def conv_reference(channels: int, size: int, batch: int, device, precision,

@@ -14,12 +14,26 @@ Both branches run as one batch of 2B.
 import torch
 
 
+def pad_context(context: tuple, length: int) -> tuple:
+    """(hidden (B, L, D), mask (B, L)) -> the same with L = length: masked zero positions added
+    at the end, which attention gives no weight."""
+    hidden, mask = context
+    extra = length - hidden.shape[1]
+    if extra <= 0:
+        return context
+    return (torch.cat([hidden, hidden.new_zeros(hidden.shape[0], extra, hidden.shape[2])], dim=1),
+            torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1))
+
+
 def guided_prediction(model, x_t: torch.Tensor, t: torch.Tensor, cond: tuple, uncond: tuple,
                       scale: float) -> torch.Tensor:
-    """x_t (B, C, h, w); cond and uncond are (hidden (B, L, D), mask (B, L)) text encodings.
+    """x_t (B, C, h, w); cond and uncond are (hidden (B, L, D), mask (B, L)) text encodings (the
+    two L may differ: a batch is as long as its longest prompt).
     Returns eps_uncond + scale * (eps_cond - eps_uncond), (B, C, h, w)."""
     if scale == 1.0:  # the conditional prediction alone: one pass instead of two
         return model(x_t, t, cond[0], cond[1])
+    length = max(cond[0].shape[1], uncond[0].shape[1])
+    cond, uncond = pad_context(cond, length), pad_context(uncond, length)
     B = x_t.shape[0]
     t = torch.as_tensor(t, device=x_t.device).expand(B)
     both = model(torch.cat([x_t, x_t]), torch.cat([t, t]),

@@ -194,12 +194,17 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
         group["fused"], group["foreach"] = fused, foreach
 
 
-def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+def maybe_compile(model: torch.nn.Module, enabled: bool, device: torch.device) -> torch.nn.Module:
     """torch.compile(model) for --compile: the first call traces the model and generates fused
     kernels (C++ on the CPU, Triton on CUDA), which takes from seconds to minutes; later calls
     run the compiled code. The parameters stay shared with `model`, so EMA, checkpoints and
-    sampling keep using the plain module."""
-    return torch.compile(model) if enabled else model
+    sampling keep using the plain module. On the CPU the compiler is told to keep the tensors'
+    layout: its default switches convolutions to channels_last, which measured slower on this
+    project's CPU (docs/performance.md), as it did in eager mode."""
+    if not enabled:
+        return model
+    return torch.compile(model, options={"layout_optimization": False} if device.type == "cpu"
+                         else None)
 
 
 class CompileClock:
@@ -223,7 +228,7 @@ class CompileClock:
             return None
         first, later = self.times[0], sum(self.times[1:]) / self.window
         self.compile_seconds = first - later
-        return (f"torch.compile: the first step took {first:.1f} s, the next {self.window} "
+        return (f"torch.compile: the first step took {first:.1f} s, the next {self.window} steps "
                 f"{later * 1000:.0f} ms each: compiling took about {first - later:.1f} s")
 
 

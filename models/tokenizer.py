@@ -85,11 +85,15 @@ class Tokenizer:
 
     def __call__(self, texts: list[str], warn_unknown: bool = True
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch of texts -> ids (B, L) int64 padded with <pad>, mask (B, L) bool, True = token."""
-        ids = torch.full((len(texts), self.max_length), self.pad_id, dtype=torch.long)
-        for row, text in enumerate(texts):
-            encoded = self.encode(text, warn_unknown)
-            ids[row, :len(encoded)] = torch.tensor(encoded)
+        """A batch of texts -> ids (B, L) int64 padded with <pad>, mask (B, L) bool, True = token.
+        L is the batch's longest text (at most max_length): positions past it would be padding in
+        every row, which the masked encoders ignore anyway, so they are not computed at all (the
+        synthetic captions' batches are about 27 of 41 positions long)."""
+        encoded = [self.encode(text, warn_unknown) for text in texts]
+        ids = torch.full((len(texts), max(map(len, encoded), default=2)), self.pad_id,
+                         dtype=torch.long)
+        for row, tokens in enumerate(encoded):
+            ids[row, :len(tokens)] = torch.tensor(tokens)
         return ids, ids != self.pad_id
 
     def decode(self, ids: list[int] | torch.Tensor) -> str:

@@ -29,17 +29,17 @@ def test_conv_reference_flops_match_the_counter():
     assert abs(count_gflop(step) - gflop) < 1e-12
 
 
-def test_paired_seconds_times_each_side():
-    calls = {"step": 0, "reference": 0}
+def test_paired_seconds_times_each_side_in_the_same_rounds():
+    calls = {"step": 0, "reference": 0, "twin": 0}
 
-    def step():
-        calls["step"] += 1
-        torch.zeros(1)
+    def counter(name):
+        def fn():
+            calls[name] += 1
+        return fn
 
-    def reference():
-        calls["reference"] += 1
-
-    step_s, reference_s = paired_seconds(step, reference, torch.device("cpu"), rounds=4, warmup=1)
-    assert step_s > 0 and reference_s > 0
+    medians = paired_seconds(counter("step"), counter("reference"), torch.device("cpu"), rounds=4,
+                             warmup=1, others=(counter("twin"),))
+    assert len(medians) == 3 and all(m > 0 for m in medians)
     assert calls["step"] == 1 + 1 + 4  # warm-up, calibration, rounds
-    assert calls["reference"] >= 1 + 3 + 4
+    assert calls["twin"] == 1 + 4
+    assert calls["reference"] >= 1 + 3 + 4  # at least once per round

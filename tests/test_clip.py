@@ -30,7 +30,7 @@ def test_tokenizer_round_trip_special_tokens_and_padding():
     longest = max(len(split_words(c)) for c in CAPTIONS)
     assert tokenizer.max_length == longest + 2 + 2
     ids, mask = tokenizer(CAPTIONS)
-    assert ids.shape == mask.shape == (3, tokenizer.max_length)
+    assert ids.shape == mask.shape == (3, longest + 2)  # padded to the batch's longest caption
     for row, text in enumerate(CAPTIONS):
         n = len(split_words(text)) + 2
         assert ids[row, 0] == tokenizer.bos_id and ids[row, n - 1] == tokenizer.eos_id
@@ -66,19 +66,22 @@ def test_padding_does_not_change_the_outputs_at_real_positions():
     tokenizer = Tokenizer.build(CAPTIONS, margin=6)
     encoder = TextEncoder(len(tokenizer), tokenizer.max_length, width=32, num_layers=2,
                           num_heads=4).eval()
-    ids, mask = tokenizer(CAPTIONS)
+    ids, mask = tokenizer(CAPTIONS)  # (3, L): padded to the longest caption
     reference = encoder(ids, mask)
-    # other tokens at the padded positions, and a shorter padded length: same real outputs
-    scrambled = torch.where(mask, ids, torch.randint(4, len(tokenizer), ids.shape))
-    for other_ids, other_mask in ((scrambled, mask), (ids[:, :-3], mask[:, :-3])):
-        other = encoder(other_ids, other_mask)
-        L = other_ids.shape[1]
-        assert torch.allclose(other.hidden[:, :L][other_mask], reference.hidden[:, :L][mask[:, :L]],
-                              atol=1e-6)
+    L = ids.shape[1]
+    # padded further to all max_length positions, with the pad token or with other tokens:
+    # the same outputs at the real positions
+    extra = tokenizer.max_length - L
+    longer_ids = F.pad(ids, (0, extra), value=tokenizer.pad_id)
+    longer_mask = F.pad(mask, (0, extra))
+    scrambled = torch.where(longer_mask, longer_ids, torch.randint(4, len(tokenizer), longer_ids.shape))
+    for other_ids in (longer_ids, scrambled):
+        other = encoder(other_ids, longer_mask)
+        assert torch.allclose(other.hidden[:, :L][mask], reference.hidden[mask], atol=1e-6)
         assert torch.allclose(other.pooled, reference.pooled, atol=1e-6)
     # and the mask is what does it: without it, the padding leaks into the real positions
-    unmasked = encoder(scrambled, torch.ones_like(mask))
-    assert not torch.allclose(unmasked.hidden[mask], reference.hidden[mask], atol=1e-3)
+    unmasked = encoder(scrambled, torch.ones_like(longer_mask))
+    assert not torch.allclose(unmasked.hidden[:, :L][mask], reference.hidden[mask], atol=1e-3)
     # pooled = mean of the hidden states over the real tokens
     expected = torch.stack([reference.hidden[b][mask[b]].mean(0) for b in range(len(CAPTIONS))])
     assert torch.allclose(reference.pooled, expected, atol=1e-6)

@@ -79,6 +79,11 @@ def test_guidance_at_one_is_conditional_and_at_zero_unconditional():
         # and in between / beyond: eps_u + w (eps_c - eps_u)
         assert torch.allclose(guided_prediction(unet, z, t, cond, uncond, 3.0),
                               eps_u + 3.0 * (eps_c - eps_u), atol=1e-4)
+        # an unconditional batch only 2 tokens long (a batch is as long as its longest prompt):
+        # padded inside to the conditional length, with no weight on the added keys
+        short = (uncond[0][:, :2], uncond[1][:, :2])
+        assert torch.allclose(guided_prediction(unet, z, t, cond, short, 3.0),
+                              eps_u + 3.0 * (eps_c - eps_u), atol=1e-4)
 
 
 # ---- Frechet distance ----------------------------------------------------------------------
