@@ -31,12 +31,12 @@ from tqdm import tqdm
 
 from data.captions import caption_row, captions_for, full_caption, step_rng
 from diffusion.training import (BatchSampler, CheckpointError, CompileClock, ConfigError,
-                                MetricLogger, StopFlag, any_rank, autocast, cleanup_distributed,
-                                config_diff, gather_rng_states, load_checkpoint,
-                                load_optimizer_state, main_guard, main_process_first, make_adam,
-                                maybe_compile, opt, parse_config, require, require_positive,
-                                rng_state_for_rank, save_checkpoint, seed_everything, set_rng_state,
-                                setup_distributed, unwrap, wrap_ddp)
+                                InputClock, MetricLogger, StopFlag, any_rank, autocast,
+                                cleanup_distributed, config_diff, gather_rng_states,
+                                load_checkpoint, load_optimizer_state, main_guard,
+                                main_process_first, make_adam, maybe_compile, opt, parse_config,
+                                require, require_positive, rng_state_for_rank, save_checkpoint,
+                                seed_everything, set_rng_state, setup_distributed, unwrap, wrap_ddp)
 from models.clip import CLIP, ImageHead, TextEncoder, clip_loss
 from models.clip_eval import (caption_keys, embed_latents, embed_texts, plot_similarity,
                               plot_zero_shot, retrieval_accuracy, row_dict, zero_shot_accuracy)
@@ -242,9 +242,9 @@ def main():
     sums, count, last_time = {}, 0, time.time()
     clip.train()
     clock = CompileClock(device) if cfg.compile else None
-    input_seconds = 0.0  # time the step waits for its batch (latents, captions, tokens)
+    input_clock = InputClock()  # input_fraction: the share of time spent preparing batches
     for step in progress:
-        input_started = time.perf_counter()
+        input_clock.start()
         # [P13] N latents z ~ q(z | x), scaled to unit variance, and a fresh caption for each
         indices = sampler(step)
         mean, std = train["mean"][indices].float(), train["std"][indices].float()
@@ -252,7 +252,7 @@ def main():
         captions = captions_for(train["attribute_names"], train["attributes"], train["texts"],
                                 indices.tolist(), step_rng(cfg.seed, step, info.rank))
         ids, mask = tokenizer(captions, warn_unknown=False)
-        input_seconds += time.perf_counter() - input_started
+        input_clock.stop()
         # [P15] logits (N, N) = exp(t) * cos(image_i, text_j); the pairs sit on the diagonal
         with autocast(device, cfg.precision):
             logits = train_clip(z, ids.to(device), mask.to(device)).float()
@@ -288,8 +288,7 @@ def main():
                                  "Try a lower --lr or --precision fp32.")
             elapsed, last_time = time.time() - last_time, time.time()
             logger.log(done, **means, lr=lr, pairs_per_s=count * cfg.batch_size / elapsed,
-                       input_fraction=input_seconds / elapsed)  # share of the time not training
-            input_seconds = 0.0
+                       input_fraction=input_clock.fraction(elapsed))
             progress.set_postfix(loss=f"{means['loss']:.3f}", acc=f"{means['batch_accuracy']:.2f}")
             sums, count = {}, 0
         if info.is_main and (done % cfg.eval_every == 0 or done == cfg.steps):

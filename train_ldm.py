@@ -35,12 +35,13 @@ from data.captions import captions_for, step_rng
 from diffusion import DDIMScheduler, DDPMScheduler, sample
 from diffusion.guidance import guided_prediction
 from diffusion.training import (BatchSampler, CheckpointError, CompileClock, ConfigError, EMA,
-                                MetricLogger, StopFlag, any_rank, autocast, cleanup_distributed,
-                                config_diff, gather_rng_states, load_checkpoint,
-                                load_optimizer_state, main_guard, make_adam, make_grad_scaler,
-                                maybe_compile, opt, parse_config, replica_difference, require,
-                                require_positive, rng_state_for_rank, save_checkpoint, save_grid,
-                                seed_everything, set_rng_state, setup_distributed, wrap_ddp)
+                                InputClock, MetricLogger, StopFlag, any_rank, autocast,
+                                cleanup_distributed, config_diff, gather_rng_states,
+                                load_checkpoint, load_optimizer_state, main_guard, make_adam,
+                                make_grad_scaler, maybe_compile, opt, parse_config,
+                                replica_difference, require, require_positive, rng_state_for_rank,
+                                save_checkpoint, save_grid, seed_everything, set_rng_state,
+                                setup_distributed, wrap_ddp)
 from models import UNet
 from models.clip import TextEncoder
 from models.tokenizer import Tokenizer
@@ -346,10 +347,10 @@ def main():
                     disable=not info.is_main, desc="train ldm", dynamic_ncols=True)
     loss_sum, loss_count, last_time = torch.zeros((), device=device), 0, time.time()
     model.train()
-    input_seconds = 0.0  # time spent preparing batches (latents, captions, text encoding)
+    input_clock = InputClock()  # input_fraction: the share of time spent preparing batches
     clock = CompileClock(device) if cfg.compile else None
     for step in progress:
-        input_started = time.perf_counter()
+        input_clock.start()
         # [P12] 1. latents z ~ q(z | x) from the cache, scaled to unit variance
         indices = sampler(step)
         mean, std = train["mean"][indices].float(), train["std"][indices].float()
@@ -362,9 +363,7 @@ def main():
             drop = torch.rand(len(captions)) < cfg.cond_drop
             captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
             context, context_mask = text(captions, device, warn_unknown=False)  # (B, L, D), (B, L)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        input_seconds += time.perf_counter() - input_started
+        input_clock.stop()
         # 3. as in stage 1: random t, closed-form noising, predict the noise
         t = torch.randint(0, cfg.num_train_timesteps, (z0.shape[0],), device=device)
         noise = torch.randn_like(z0)
@@ -401,8 +400,7 @@ def main():
             elapsed, last_time = time.time() - last_time, time.time()
             logger.log(done, loss=mean_loss, lr=lr, grad_norm=grad_norm.item(),
                        latents_per_s=loss_count * cfg.batch_size / elapsed,
-                       input_fraction=input_seconds / elapsed)  # share of the time not training
-            input_seconds = 0.0
+                       input_fraction=input_clock.fraction(elapsed))
             progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}")
             loss_sum.zero_()
             loss_count = 0

@@ -28,13 +28,13 @@ from tqdm import tqdm
 from data import load_dataset
 from data.augment import augment
 from diffusion import DDIMScheduler, DDPMScheduler, sample
-from diffusion.training import (BatchSampler, CompileClock, EMA, MetricLogger, StopFlag, any_rank,
-                                autocast, cleanup_distributed, config_diff, gather_rng_states,
-                                load_checkpoint, load_optimizer_state, main_guard,
-                                main_process_first, make_adam, make_grad_scaler, maybe_compile, opt,
-                                parse_config, replica_difference, require, require_positive,
-                                rng_state_for_rank, save_checkpoint, save_grid, seed_everything,
-                                set_rng_state, setup_distributed, wrap_ddp)
+from diffusion.training import (BatchSampler, CompileClock, EMA, InputClock, MetricLogger, StopFlag,
+                                any_rank, autocast, cleanup_distributed, config_diff,
+                                gather_rng_states, load_checkpoint, load_optimizer_state,
+                                main_guard, main_process_first, make_adam, make_grad_scaler,
+                                maybe_compile, opt, parse_config, replica_difference, require,
+                                require_positive, rng_state_for_rank, save_checkpoint, save_grid,
+                                seed_everything, set_rng_state, setup_distributed, wrap_ddp)
 from models import UNet
 
 
@@ -200,17 +200,15 @@ def main():
     loss_sum, loss_count, last_time = torch.zeros((), device=device), 0, time.time()
     model.train()
     clock = CompileClock(device) if cfg.compile else None
-    input_seconds = 0.0  # time the step waits for its batch
+    input_clock = InputClock()  # input_fraction: the share of time spent preparing batches
     for step in progress:
-        input_started = time.perf_counter()
+        input_clock.start()
         # [P6] 1. a batch of 32x32x3 images in [-1, 1], augmented as in the video
         x0 = dataset.batch(sampler(step), device)["image"]  # (B, 3, H, W)
         if cfg.augment:
             x0 = augment(x0)
         x0 = x0.contiguous(memory_format=memory_format)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        input_seconds += time.perf_counter() - input_started
+        input_clock.stop()
         # 2. a random timestep and Gaussian noise per image
         t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), device=device)  # (B,)
         noise = torch.randn_like(x0)  # eps ~ N(0, I)
@@ -250,8 +248,7 @@ def main():
             elapsed, last_time = time.time() - last_time, time.time()
             logger.log(done, loss=mean_loss, lr=lr, grad_norm=grad_norm.item(),
                        images_per_s=loss_count * cfg.batch_size / elapsed,
-                       input_fraction=input_seconds / elapsed)  # share of the time not training
-            input_seconds = 0.0
+                       input_fraction=input_clock.fraction(elapsed))
             progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}")
             loss_sum.zero_()
             loss_count = 0

@@ -31,12 +31,13 @@ from tqdm import tqdm
 from data import load_dataset
 from data.augment import augment
 from diffusion.training import (BatchSampler, CheckpointError, CompileClock, ConfigError,
-                                MetricLogger, StopFlag, any_rank, autocast, cleanup_distributed,
-                                config_diff, gather_rng_states, load_checkpoint,
-                                load_optimizer_state, main_guard, main_process_first, make_adam,
-                                maybe_compile, opt, parse_config, require, require_positive,
-                                rng_state_for_rank, save_checkpoint, save_grid, seed_everything,
-                                set_rng_state, setup_distributed, wrap_ddp)
+                                InputClock, MetricLogger, StopFlag, any_rank, autocast,
+                                cleanup_distributed, config_diff, gather_rng_states,
+                                load_checkpoint, load_optimizer_state, main_guard,
+                                main_process_first, make_adam, maybe_compile, opt, parse_config,
+                                require, require_positive, rng_state_for_rank, save_checkpoint,
+                                save_grid, seed_everything, set_rng_state, setup_distributed,
+                                wrap_ddp)
 from models.discriminator import PatchDiscriminator
 from models.losses import (adaptive_gan_weight, generator_loss, hinge_d_loss, kl_loss,
                            kl_weight_note, reconstruction_loss)
@@ -286,15 +287,13 @@ def main():
     sums, count, last_time = {}, 0, time.time()
     zero = torch.zeros((), device=device)
     clock = CompileClock(device) if cfg.compile else None
-    input_seconds = 0.0  # time the step waits for its batch
+    input_clock = InputClock()  # input_fraction: the share of time spent preparing batches
     for step in progress:
-        input_started = time.perf_counter()
+        input_clock.start()
         x = dataset.batch(sampler(step), device)["image"]  # (B, 3, H, W) in [-1, 1]
         if cfg.augment:
             x = augment(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        input_seconds += time.perf_counter() - input_started
+        input_clock.stop()
         gan_on = step >= cfg.disc_start
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         for group in opt_ae.param_groups + opt_d.param_groups:
@@ -347,8 +346,7 @@ def main():
                                  "Try a lower --lr or --precision fp32.")
             elapsed, last_time = time.time() - last_time, time.time()
             logger.log(done, **means, lr=lr, images_per_s=count * cfg.batch_size / elapsed,
-                       input_fraction=input_seconds / elapsed)  # share of the time not training
-            input_seconds = 0.0
+                       input_fraction=input_clock.fraction(elapsed))
             progress.set_postfix(l1=f"{means['l1']:.4f}", p=f"{means['perceptual']:.3f}",
                                  d=f"{means['d_loss']:.3f}")
             sums, count = {}, 0

@@ -19,16 +19,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import (conv_reference, count_gflop, machine, matmul_reference,  # noqa: E402
-                               paired_seconds, peak_memory_mb, synchronize)
-from diffusion.training import autocast, make_adam, maybe_compile, pick_device  # noqa: E402
+from benchmarks.common import (compiled_twin, conv_reference, count_gflop, machine,  # noqa: E402
+                               matmul_reference, paired_seconds, peak_memory_mb)
+from diffusion.training import autocast, make_adam, pick_device  # noqa: E402
 from models.clip import clip_loss  # noqa: E402
 from models.tokenizer import Tokenizer  # noqa: E402
 import train_clip  # noqa: E402
@@ -57,11 +56,7 @@ def measure(name, model, make_step, forward_one, batch, conv_shape, device, args
     train_gflop = count_gflop(step)  # the same arithmetic, compiled or not
     others, compile_s = (), None
     if args.compile:
-        compiled_step = make_step(maybe_compile(model, True, device))  # as the scripts' --compile
-        started = time.perf_counter()
-        compiled_step()  # traces and compiles
-        synchronize(device)
-        compile_s = time.perf_counter() - started
+        compiled_step, compile_s = compiled_twin(make_step, model, device)
         others = (compiled_step,)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -16,17 +16,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import (conv_reference, count_gflop, machine, matmul_reference,  # noqa: E402
-                               paired_seconds, peak_memory_mb, synchronize, timed)
+from benchmarks.common import (compiled_twin, conv_reference, count_gflop, machine,  # noqa: E402
+                               matmul_reference, paired_seconds, peak_memory_mb, timed)
 from diffusion import DDIMScheduler, sample  # noqa: E402
-from diffusion.training import autocast, make_adam, maybe_compile, pick_device  # noqa: E402
+from diffusion.training import autocast, make_adam, pick_device  # noqa: E402
 from train_unconditional import PRESETS, Config, build_scheduler, build_unet  # noqa: E402
 
 
@@ -54,11 +53,7 @@ def bench(name: str, cfg: Config, device, args) -> dict:
     train_gflop = count_gflop(train_step)  # per batch, forward + backward
     others, compile_s = (), None
     if args.compile:  # as train_unconditional.py --compile, timed in the same rounds as eager
-        compiled_step = make_train_step(maybe_compile(model, True, device))
-        started = time.perf_counter()
-        compiled_step()  # traces and compiles
-        synchronize(device)
-        compile_s = time.perf_counter() - started
+        compiled_step, compile_s = compiled_twin(make_train_step, model, device)
         others = (compiled_step,)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -20,7 +20,7 @@ import torch
 import torch.utils.flop_counter as flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffusion.training import autocast
+from diffusion.training import autocast, maybe_compile, synchronize
 
 aten = torch.ops.aten
 
@@ -46,13 +46,6 @@ def count_gflop(fn) -> float:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops() / 1e9
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def timed(fn, device, repeats: int, warmup: int = 2) -> float:
@@ -84,6 +77,16 @@ def paired_seconds(step, reference, device, rounds: int, warmup: int = 2,
         for i, fn in enumerate(others):
             times[2 + i].append(timed(fn, device, 1, 0))
     return tuple(statistics.median(t) for t in times)
+
+
+def compiled_twin(make_step, model: torch.nn.Module, device) -> tuple:
+    """make_step(network) -> a training-step closure. Returns the step through maybe_compile (as
+    the scripts' --compile) and the seconds of its first call, which traces and compiles."""
+    step = make_step(maybe_compile(model, True, device))
+    started = time.perf_counter()
+    step()
+    synchronize(device)
+    return step, time.perf_counter() - started
 
 
 def conv_reference(channels: int, size: int, batch: int, device, precision,

@@ -6,8 +6,8 @@ follow top to bottom; the chores that every loop repeats live here, each in one 
     config      `opt`, `parse_config`, `require`   dataclass defaults -> type-checked --flags, presets
     errors      `ConfigError`, `CheckpointError`, `main_guard`   one-line messages, never a traceback
     device      `pick_device`, `autocast`, `make_grad_scaler`   cuda > mps > cpu, fp32/bf16/fp16
-    speed       `make_adam`, `load_optimizer_state`, `maybe_compile`, `CompileClock`   fused Adam,
-                torch.compile and the time it takes
+    speed       `make_adam`, `load_optimizer_state`, `maybe_compile`, `CompileClock`, `InputClock`
+                fused Adam, torch.compile and what it costs, the time spent waiting for batches
     randomness  `seed_everything`, `rng_state`, `set_rng_state`   exact resume
     data order  `BatchSampler`   the batch of step s is a pure function of (seed, s), sharded per rank
     distributed `setup_distributed`, `any_rank`   torchrun + DistributedDataParallel (gloo or nccl)
@@ -170,6 +170,14 @@ def make_grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScal
     return torch.amp.GradScaler("cuda", enabled=(precision == "fp16" and device.type == "cuda"))
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels, so that a host clock reading includes them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 # ----------------------------------------------------------------------------------------------
 # Speed: the optimizer's kernel and torch.compile (docs/performance.md has the measurements).
 
@@ -219,8 +227,7 @@ class CompileClock:
         """Call after every step; returns the one-line summary once, when the window is full."""
         if len(self.times) > self.window:
             return None
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         now = time.perf_counter()
         self.times.append(now - self.last)
         self.last = now
@@ -230,6 +237,26 @@ class CompileClock:
         self.compile_seconds = first - later
         return (f"torch.compile: the first step took {first:.1f} s, the next {self.window} steps "
                 f"{later * 1000:.0f} ms each: compiling took about {first - later:.1f} s")
+
+
+class InputClock:
+    """input_fraction: the share of a loop's wall time spent preparing its batches on the host
+    (reading the cache, augmenting, drawing captions, tokenizing). start() before, stop() after;
+    fraction(elapsed) is the share of the last `elapsed` seconds, and starts a new window. No
+    device synchronisation: the step's GPU work stays queued behind the host, not timed here."""
+
+    def __init__(self):
+        self.seconds, self.started = 0.0, 0.0
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def stop(self) -> None:
+        self.seconds += time.perf_counter() - self.started
+
+    def fraction(self, elapsed: float) -> float:
+        share, self.seconds = self.seconds / elapsed, 0.0
+        return share
 
 
 # ----------------------------------------------------------------------------------------------

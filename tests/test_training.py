@@ -191,3 +191,17 @@ def test_compile_clock_reports_the_first_step_beyond_the_later_ones(monkeypatch)
     assert lines[:3] == [None] * 3 and lines[4:] == [None, None]
     assert clock.compile_seconds == pytest.approx(4.9)
     assert "5.0 s" in lines[3] and "100 ms" in lines[3] and "4.9 s" in lines[3]
+
+
+def test_input_clock_reports_the_share_of_each_window(monkeypatch):
+    # two batches prepared in 0.5 s each, inside a 4 s window; then a fresh window
+    readings = iter([10.0, 10.5, 12.0, 12.5, 20.0, 20.25])
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(readings))
+    clock = training.InputClock()
+    for _ in range(2):
+        clock.start()
+        clock.stop()
+    assert clock.fraction(4.0) == pytest.approx(0.25)
+    clock.start()
+    clock.stop()
+    assert clock.fraction(1.0) == pytest.approx(0.25)
