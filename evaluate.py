@@ -25,10 +25,10 @@ It prints a table and writes OUT/eval.json and OUT/prompts.png (one row per sing
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,46 +38,42 @@ from tqdm import tqdm
 from data import load_dataset
 from data.augment import augment
 from data.captions import full_caption
-from diffusion import DDIMScheduler, DPMSolverScheduler
-from diffusion.training import (CheckpointError, ConfigError, load_checkpoint, main_guard,
-                                pick_device, require, save_checkpoint, save_grid)
+from diffusion import SAMPLERS, make_sampler
+from diffusion.pipeline import TextToImage, generate, text_to_image_from_state
 from models.classifier import AttributeClassifier
-from models.clip import encode_images
+from models.clip import TrainedCLIP, encode_images, load_clip
 from models.clip_eval import embed_texts, zero_shot_attributes
 from models.metrics import feature_statistics, frechet_distance, frechet_distance_spread
-from train_clip import load_clip
-from train_ldm import generate, ldm_from_state
+from training.checkpoints import load_checkpoint, save_checkpoint
+from training.config import format_config, opt, parse_config
+from training.device import pick_device
+from training.errors import CheckpointError, ConfigError, main_guard, require
+from training.plots import save_grid
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="a train_ldm.py checkpoint (with --clip)")
-    parser.add_argument("--clip", default=None,
-                        help="CLIP checkpoint for the CLIP score; default: the one the model used")
-    parser.add_argument("--n", type=int, default=8, help="images per prompt (seeds 0..n-1)")
-    parser.add_argument("--combinations", type=int, default=16,
-                        help="prompts with 2 features, and as many with 3 (0: single attributes only)")
-    parser.add_argument("--unconditional", type=int, default=128,
-                        help="unconditional samples for the baseline")
-    parser.add_argument("--guidance", type=float, default=None,
-                        help="guidance scale; default: the model's (train_ldm --guidance)")
-    parser.add_argument("--sampler", choices=("ddim", "dpm++", "ddpm"), default="ddim",
-                        help="ddim (eta 0), dpm++ (DPM-Solver++(2M)) or ddpm (all T steps)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM or DPM-Solver++ steps")
-    parser.add_argument("--spacing", choices=("leading", "trailing"), default=None,
-                        help="timesteps of the few-step samplers; default leading for ddim, "
-                             "trailing for dpm++")
-    parser.add_argument("--real-images", type=int, default=1000,
-                        help="at most this many images per set for the Frechet distance (every "
-                             "set is cut to the smallest) and real images for the CLIP score")
-    parser.add_argument("--classifier-steps", type=int, default=2000,
-                        help="training steps of the judge when it is not cached")
-    parser.add_argument("--batch-size", type=int, default=128, help="images generated at once")
-    parser.add_argument("--out", default=None, help="output folder; default: CKPT's folder/eval")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the prompt combinations")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    return parser.parse_args(argv)
+@dataclass
+class Config:
+    ckpt: str = opt("", "a train_ldm.py checkpoint (with --clip)", required=True)
+    clip: str = opt("", "CLIP checkpoint for the CLIP score; default: the one the model used")
+    n: int = opt(8, "images per prompt (seeds 0..n-1)")
+    combinations: int = opt(16, "prompts with 2 features, and as many with 3 (0: single "
+                                "attributes only)")
+    unconditional: int = opt(128, "unconditional samples for the baseline")
+    guidance: float = opt(None, "guidance scale; default: the model's (train_ldm --guidance)",
+                          type=float)
+    sampler: str = opt("ddim", "ddim (eta 0), dpm++ (DPM-Solver++(2M)) or ddpm (all T steps)",
+                       choices=SAMPLERS)
+    steps: int = opt(50, "DDIM or DPM-Solver++ steps")
+    spacing: str = opt(None, "timesteps of the few-step samplers; default leading for ddim, "
+                             "trailing for dpm++", choices=("leading", "trailing"), type=str)
+    real_images: int = opt(1000, "at most this many images per set for the Frechet distance "
+                                 "(every set is cut to the smallest) and real images for the "
+                                 "CLIP score")
+    classifier_steps: int = opt(2000, "training steps of the judge when it is not cached")
+    batch_size: int = opt(128, "images generated at once")
+    out: str = opt("", "output folder; default: CKPT's folder/eval")
+    seed: int = opt(0, "seed of the prompt combinations")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
 
 
 # ---- The judge ---------------------------------------------------------------------------------
@@ -184,19 +180,7 @@ def judge_rates(probabilities: torch.Tensor, requirement: dict[str, bool],
 
 # ---- Generation ----------------------------------------------------------------------------------
 
-def make_scheduler(ldm, sampler: str, steps: int, spacing: str | None):
-    """The sampler evaluate.py runs: DDIM at eta 0, DPM-Solver++(2M), or DDPM's T steps."""
-    if sampler == "ddpm":
-        return ldm["scheduler"]
-    if sampler == "ddim":
-        scheduler = DDIMScheduler.from_ddpm(ldm["scheduler"], spacing or "leading")
-    else:
-        scheduler = DPMSolverScheduler.from_ddpm(ldm["scheduler"], spacing or "trailing")
-    scheduler.set_timesteps(steps)
-    return scheduler
-
-
-def generate_all(ldm, prompts: list[str], n: int, guidance: float, scheduler, batch_size: int,
+def generate_all(pipe: TextToImage, prompts: list[str], n: int, guidance: float, scheduler, batch_size: int,
                  desc: str) -> torch.Tensor:
     """n images per prompt, image j from seed j (as sample.py --seed 0 --n n makes them) ->
     images (P*n, 3, S, S) in [-1, 1], on the CPU. DDPM's stochastic steps draw from seed 0."""
@@ -205,7 +189,7 @@ def generate_all(ldm, prompts: list[str], n: int, guidance: float, scheduler, ba
     images = []
     for start in tqdm(range(0, len(jobs), batch_size), desc=desc, leave=False):
         batch = jobs[start:start + batch_size]
-        images.append(generate(ldm, [p for p, _ in batch], [j for _, j in batch], guidance,
+        images.append(generate(pipe, [p for p, _ in batch], [j for _, j in batch], guidance,
                                scheduler, generator=generator).clamp(-1, 1))
     return torch.cat(images)
 
@@ -223,21 +207,22 @@ def judge(classifier, images: torch.Tensor, device) -> tuple[torch.Tensor, torch
 
 
 @torch.no_grad()
-def clip_image_vectors(clip: dict, images: torch.Tensor, device) -> torch.Tensor:
+def clip_image_vectors(clip: TrainedCLIP, images: torch.Tensor, device) -> torch.Tensor:
     """Images (N, 3, S, S) -> unit vectors (N, E) of the project's CLIP, on the CPU."""
-    return torch.cat([encode_images(clip["clip"], clip["vae"], images[i:i + 256].to(device),
-                                    clip["scale_factor"]).float().cpu()
+    return torch.cat([encode_images(clip.clip, clip.vae, images[i:i + 256].to(device),
+                                    clip.scale_factor).float().cpu()
                       for i in range(0, len(images), 256)])
 
 
-def clip_score(clip: dict, images: torch.Tensor, prompts: list[str], device) -> torch.Tensor:
+def clip_score(clip: TrainedCLIP, images: torch.Tensor, prompts: list[str], device) -> torch.Tensor:
     """(N,) cosine similarity between each image and its prompt in the CLIP space."""
-    texts = embed_texts(clip["clip"], clip["tokenizer"], prompts, device).cpu()
+    texts = embed_texts(clip.clip, clip.tokenizer, prompts, device).cpu()
     return (clip_image_vectors(clip, images, device) * texts).sum(-1)
 
 
 def main():
-    args = parse_args()
+    args = parse_config(Config, description=__doc__.split("\n\n")[0])
+    print("config:\n" + format_config(args))
     require(args.combinations >= 0, f"--combinations {args.combinations}: expected 0 or more")
     for name in ("n", "unconditional", "steps", "real_images", "batch_size", "classifier_steps"):
         require(getattr(args, name) > 0, f"--{name.replace('_', '-')} {getattr(args, name)}: "
@@ -248,12 +233,12 @@ def main():
         state = load_checkpoint(args.ckpt, kind="ldm")
     except CheckpointError as error:
         raise ConfigError(str(error)) from None
-    ldm = ldm_from_state(state, device)
-    require(ldm["text"] is not None, f"--ckpt {args.ckpt}: an unconditional model (trained "
+    pipe = text_to_image_from_state(state, device)
+    require(pipe.text is not None, f"--ckpt {args.ckpt}: an unconditional model (trained "
                                      "without --clip); evaluate.py measures prompt following")
     names = state["attribute_names"]
     require(names is not None, f"--ckpt {args.ckpt}: trained on data without attributes")
-    guidance = ldm["config"]["guidance"] if args.guidance is None else args.guidance
+    guidance = pipe.config["guidance"] if args.guidance is None else args.guidance
     out = Path(args.out) if args.out else Path(args.ckpt).parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     classifier, judge_state = load_judge(state["vae_config"], args.classifier_steps, device)
@@ -273,11 +258,13 @@ def main():
     print(f"{len(prompts)} prompts x {args.n} seeds, guidance {guidance}, {args.sampler} {steps} "
           f"steps; {args.unconditional} unconditional samples")
 
-    scheduler = make_scheduler(ldm, args.sampler, args.steps, args.spacing)
+    require(args.sampler == "ddpm" or args.steps <= pipe.scheduler.num_train_timesteps,
+            f"--steps {args.steps}: expected 1 to {pipe.scheduler.num_train_timesteps}")
+    scheduler = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing)
     sampling_started = time.time()
-    images = generate_all(ldm, prompts, args.n, guidance, scheduler, args.batch_size, "prompts")
+    images = generate_all(pipe, prompts, args.n, guidance, scheduler, args.batch_size, "prompts")
     sampling_seconds = time.time() - sampling_started
-    unconditional = generate_all(ldm, [""], args.unconditional, 1.0, scheduler, args.batch_size,
+    unconditional = generate_all(pipe, [""], args.unconditional, 1.0, scheduler, args.batch_size,
                                  "unconditional")
     probabilities, features = judge(classifier, images, device)
     uncond_probabilities, uncond_features = judge(classifier, unconditional, device)
@@ -322,7 +309,7 @@ def main():
           "unconditional_vs_real": frechet_distance(*statistics["unconditional"],
                                                     *statistics["real"]),
           "real_train_vs_real_val": frechet_distance(*statistics["real_train"], *statistics["real"])}
-    clip_path = args.clip or ldm["config"]["clip"]
+    clip_path = args.clip or pipe.config["clip"]
     scores = {}
     if clip_path and Path(clip_path).is_file():
         clip = load_clip(clip_path, device)
@@ -335,12 +322,12 @@ def main():
                   # every unconditional image against every prompt: what ignoring the text scores
                   "unconditional_with_the_prompts": (
                       clip_image_vectors(clip, unconditional, device)
-                      @ embed_texts(clip["clip"], clip["tokenizer"], prompts, device).cpu().T
+                      @ embed_texts(clip.clip, clip.tokenizer, prompts, device).cpu().T
                   ).mean().item()}
     else:
         print(f"CLIP score skipped: no CLIP checkpoint at {clip_path!r} (give --clip)")
 
-    report = {"checkpoint": str(args.ckpt), "step": ldm["step"], "guidance": guidance,
+    report = {"checkpoint": str(args.ckpt), "step": pipe.step, "guidance": guidance,
               "sampler": args.sampler, "steps": None if args.sampler == "ddpm" else args.steps,
               "spacing": None if args.sampler == "ddpm" else scheduler.timestep_spacing,
               "sampling_seconds_prompts": sampling_seconds, "images_per_prompt": args.n, "summary": summary,

@@ -23,76 +23,67 @@ prediction is eps_uncond + w (eps_cond - eps_uncond), eps_uncond from the empty 
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from diffusion import DDIMScheduler, DPMSolverScheduler, sample
-from diffusion.training import (ConfigError, load_checkpoint, main_guard, pick_device, require,
-                                save_grid)
-from models.attention import SpatialTransformer
-from train_ldm import generate, ldm_from_state
-from train_unconditional import build_scheduler, build_unet
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="checkpoint.pt written by a training script")
-    parser.add_argument("--n", type=int, default=None,
-                        help="images (per prompt for a text model); default 64, or 8 per prompt")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise: same seed, same images")
-    parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++"), default="ddim",
-                        help="ddpm: all T stochastic steps; ddim: --steps steps (deterministic at "
-                             "--eta 0); dpm++: DPM-Solver++(2M), --steps steps, trailing spacing")
-    parser.add_argument("--steps", type=int, default=50,
-                        help="DDIM or DPM-Solver++ steps (ddpm always runs all T)")
-    parser.add_argument("--spacing", choices=("leading", "trailing"), default=None,
-                        help="which timesteps the few-step samplers visit; default: leading for "
-                             "ddim, trailing for dpm++ (Lin et al. 2024)")
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like (briefly trained models look "
-                             "cleaner at 1; see docs/07-sampling.md)")
-    text = parser.add_argument_group("text-to-image (latent diffusion checkpoints)")
-    text.add_argument("--prompt", action="append", default=None,
-                      help="a prompt; repeat the flag for several. '' = unconditional")
-    text.add_argument("--prompts-file", default=None, help="a text file with one prompt per line")
-    text.add_argument("--guidance", type=float, default=None,
-                      help="classifier-free guidance scale w (1 = none, 0 = unconditional); "
-                           "default: the one the model was trained to show (train_ldm --guidance)")
-    text.add_argument("--negative-prompt", default="",
-                      help="what guidance pushes away from (replaces the empty prompt)")
-    text.add_argument("--attention-maps", action="store_true",
-                      help="also save OUT_attention.png: where each word's cross-attention looks")
-    parser.add_argument("--out", default="samples.png", help="the grid PNG")
-    parser.add_argument("--out-dir", default=None,
-                        help="also write one PNG per image here (and index.json for text models)")
-    parser.add_argument("--trajectory", action="store_true",
-                        help="also save OUT_trajectory.png: x_t and the predicted x_0 along the way")
-    parser.add_argument("--init-image", default=None, help="start from this image instead of noise")
-    parser.add_argument("--strength", type=float, default=0.5,
-                        help="with --init-image: noise it to step strength*T (0 = unchanged, 1 = new)")
-    parser.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
-    parser.add_argument("--batch-size", type=int, default=64, help="images denoised at once")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    return parser.parse_args(argv)
+from data.images import load_square_image, to_tensor
+from diffusion import SAMPLERS, make_sampler, sample
+from diffusion.pipeline import generate, pixel_model_from_state, text_to_image_from_state
+from models.attention import AttentionRecorder
+from training.checkpoints import load_checkpoint
+from training.config import format_config, opt, parse_config
+from training.device import pick_device
+from training.errors import ConfigError, main_guard, require
+from training.plots import save_attention_figure, save_grid
 
 
-def load_image(path: str, size: int) -> torch.Tensor:
-    """A file -> (1, 3, size, size) in [-1, 1], center-cropped to a square, then resized."""
+@dataclass
+class Config:
+    ckpt: str = opt("", "checkpoint.pt written by a training script", required=True)
+    n: int = opt(None, "images (per prompt for a text model); default 64, or 8 per prompt", type=int)
+    seed: int = opt(0, "seed of the noise: same seed, same images")
+    sampler: str = opt("ddim", "ddpm: all T stochastic steps; ddim: --steps steps (deterministic "
+                               "at --eta 0); dpm++: DPM-Solver++(2M), --steps steps, trailing "
+                               "spacing", choices=SAMPLERS)
+    steps: int = opt(50, "DDIM or DPM-Solver++ steps (ddpm always runs all T)")
+    spacing: str = opt(None, "which timesteps the few-step samplers visit; default: leading for "
+                             "ddim, trailing for dpm++ (Lin et al. 2024)",
+                       choices=("leading", "trailing"), type=str)
+    eta: float = opt(0.0, "DDIM noise: 0 deterministic, 1 DDPM-like (briefly trained models look "
+                          "cleaner at 1; see docs/07-sampling.md)")
+    # text-to-image (latent diffusion checkpoints)
+    prompt: tuple = opt((), "a prompt; repeat the flag for several. '' = unconditional",
+                        repeat=True)
+    prompts_file: str = opt("", "a text file with one prompt per line")
+    guidance: float = opt(None, "classifier-free guidance scale w (1 = none, 0 = unconditional); "
+                                "default: the one the model was trained to show (train_ldm "
+                                "--guidance)", type=float)
+    negative_prompt: str = opt("", "what guidance pushes away from (replaces the empty prompt)")
+    attention_maps: bool = opt(False, "also save OUT_attention.png: where each word's "
+                                      "cross-attention looks")
+    # outputs
+    out: str = opt("samples.png", "the grid PNG")
+    out_dir: str = opt("", "also write one PNG per image here (and index.json for text models)")
+    trajectory: bool = opt(False, "also save OUT_trajectory.png: x_t and the predicted x_0 along "
+                                  "the way")
+    init_image: str = opt("", "start from this image instead of noise")
+    strength: float = opt(0.5, "with --init-image: noise it to step strength*T (0 = unchanged, "
+                               "1 = new)")
+    ema: bool = opt(True, "sample with the EMA weights (--no-ema: the raw weights)")
+    batch_size: int = opt(64, "images denoised at once")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
+
+
+def read_image(path: str, size: int) -> torch.Tensor:
+    """--init-image -> (1, 3, size, size) in [-1, 1], center-cropped to a square, then resized."""
     try:
-        image = Image.open(path).convert("RGB")
+        return to_tensor(load_square_image(path, size))
     except (OSError, ValueError) as error:
         raise ConfigError(f"--init-image {path}: not a readable image ({error})") from None
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
-    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return pixels.view(1, size, size, 3).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def trajectory_strip(trajectory: list, max_images: int = 4) -> torch.Tensor:
@@ -104,19 +95,14 @@ def trajectory_strip(trajectory: list, max_images: int = 4) -> torch.Tensor:
     return torch.cat(rows)
 
 
-def make_scheduler(args, ddpm_scheduler):
-    T = ddpm_scheduler.num_train_timesteps
+def make_scheduler(args, ddpm):
+    """The sampler of --sampler, --steps and --spacing for a model trained with `ddpm`."""
+    T = ddpm.num_train_timesteps
     require(args.sampler == "ddpm" or 0 < args.steps <= T,
             f"--steps {args.steps}: expected 1 to {T} (the model's number of timesteps)")
-    if args.sampler == "ddpm":
-        return ddpm_scheduler
-    if args.sampler == "ddim":
-        scheduler = DDIMScheduler.from_ddpm(ddpm_scheduler, args.spacing or "leading")
-    else:
-        require(args.eta == 0.0, f"--eta {args.eta}: DPM-Solver++ is deterministic (eta 0)")
-        scheduler = DPMSolverScheduler.from_ddpm(ddpm_scheduler, args.spacing or "trailing")
-    scheduler.set_timesteps(args.steps)
-    return scheduler
+    require(args.sampler != "dpm++" or args.eta == 0.0,
+            f"--eta {args.eta}: DPM-Solver++ is deterministic (eta 0)")
+    return make_sampler(ddpm, args.sampler, args.steps, args.spacing)
 
 
 def trajectory_columns(scheduler, strength: float) -> list[int]:
@@ -137,18 +123,27 @@ def write_outputs(args, images: torch.Tensor, trajectory, nrow: int | None = Non
               f"{', '.join(str(int(t)) for t, _, _ in trajectory)}")
 
 
+def write_outputs(args, images: torch.Tensor, trajectory, nrow: int | None = None) -> None:
+    out = Path(args.out)
+    save_grid(images, out, nrow=nrow)
+    print(f"wrote {out} ({len(images)} images, {args.sampler}, seed {args.seed})")
+    if trajectory:
+        strip_path = out.with_name(out.stem + "_trajectory.png")
+        save_grid(trajectory_strip(trajectory), strip_path, nrow=len(trajectory))
+        print(f"wrote {strip_path}: x_t (odd rows) and predicted x_0 (even rows) at steps "
+              f"{', '.join(str(int(t)) for t, _, _ in trajectory)}")
+
+
 # ---- Pixel-space DDPM (stage 1) ----------------------------------------------------------------
 
 def sample_pixels(args, checkpoint: dict, device) -> None:
-    require(args.prompt is None and args.prompts_file is None,
+    require(not args.prompt and not args.prompts_file,
             f"--prompt: {args.ckpt} is an unconditional pixel model; it takes no prompt")
     n = 64 if args.n is None else args.n
-    config = checkpoint["config"]
-    model = build_unet(config).to(device).eval()
-    model.load_state_dict(checkpoint["model"] if args.no_ema else checkpoint["ema"]["model"])
-    scheduler = make_scheduler(args, build_scheduler(config, clip_sample=True).to(device))
-    size = config["image_size"]
-    x_init = load_image(args.init_image, size).to(device) if args.init_image else None
+    model, ddpm = pixel_model_from_state(checkpoint, device, use_ema=args.ema)
+    scheduler = make_scheduler(args, ddpm)
+    size = checkpoint["config"]["image_size"]
+    x_init = read_image(args.init_image, size).to(device) if args.init_image else None
     strength = args.strength if x_init is not None else 1.0
     shown = trajectory_columns(scheduler, strength)
     generator = torch.Generator().manual_seed(args.seed)  # CPU noise: the same images on any device
@@ -195,88 +190,22 @@ def slug(text: str, length: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:length] or "unconditional"
 
 
-class AttentionRecorder:
-    """Sums the cross-attention weights of the conditional branch over heads, layers and steps,
-    per image position and text token, at the latent resolution. [P16]"""
-
-    def __init__(self, unet, batch: int, latent_hw: tuple[int, int]):
-        self.layers = [m.block.cross_attention for m in unet.modules()
-                       if isinstance(m, SpatialTransformer)]
-        for layer in self.layers:
-            layer.record = True   # the written-out attention that keeps its weights
-        self.batch, self.latent_hw, self.total, self.count = batch, latent_hw, None, 0
-
-    def collect(self) -> None:
-        """After a model call: add every layer's weights (the first `batch` rows: the
-        conditional branch of guidance)."""
-        h, w = self.latent_hw
-        for layer in self.layers:
-            weights = layer.last_weights[:self.batch].float().mean(1)    # (B, h_l*w_l, L) mean of heads
-            factor = round((h * w / weights.shape[1]) ** 0.5)            # this layer's downsampling
-            maps = weights.transpose(1, 2).reshape(self.batch, -1, h // factor, w // factor)
-            maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
-            self.total = maps if self.total is None else self.total + maps  # (B, L, h, w)
-            self.count += 1
-
-    def maps(self) -> torch.Tensor:
-        """(B, L, h, w): the mean over heads, layers and steps, on the CPU."""
-        return (self.total / self.count).cpu()
-
-    def close(self) -> None:
-        """Back to the fused attention kernel."""
-        for layer in self.layers:
-            layer.record, layer.last_weights = False, None
-
-
-def save_attention_figure(path: Path, images: torch.Tensor, maps: torch.Tensor, prompts: list[str],
-                          tokenizer) -> None:
-    """One row per prompt: the image, then each word's attention map over it."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from models.tokenizer import split_words
-
-    rows = [(i, ["<bos>"] + split_words(p)[:tokenizer.max_length - 2] + ["<eos>"])
-            for i, p in enumerate(prompts)]
-    cols = 1 + max(len(words) for _, words in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols, 1.45 * len(rows)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for r, (i, words) in enumerate(rows):
-        picture = ((images[i].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
-        axes[r, 0].imshow(picture)
-        axes[r, 0].set_title(prompts[i] if len(prompts[i]) < 60 else prompts[i][:57] + "...",
-                             fontsize=6, loc="left")
-        for j, word in enumerate(words):
-            heat = maps[i, j][None, None]
-            heat = F.interpolate(heat, size=picture.shape[:2], mode="bilinear",
-                                                   align_corners=False)[0, 0]
-            axes[r, j + 1].imshow(picture)
-            axes[r, j + 1].imshow((heat / heat.max().clamp(min=1e-8)).numpy(), cmap="jet",
-                                  alpha=0.5, vmin=0, vmax=1)
-            axes[r, j + 1].set_title(word, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def sample_latents(args, checkpoint: dict, device) -> None:
-    ldm = ldm_from_state(checkpoint, device, use_ema=not args.no_ema)
-    unet, vae, text, scale_factor = ldm["unet"], ldm["vae"], ldm["text"], ldm["scale_factor"]
+    pipe = text_to_image_from_state(checkpoint, device, use_ema=args.ema)
+    unet, vae, text, scale_factor = pipe.unet, pipe.vae, pipe.text, pipe.scale_factor
     prompts = read_prompts(args, text is not None)
     n = 8 if args.n is None else args.n
-    guidance = ldm["config"]["guidance"] if args.guidance is None else args.guidance
+    guidance = pipe.config["guidance"] if args.guidance is None else args.guidance
     require(guidance >= 0, f"--guidance {guidance}: expected 0 or more")
     require(not args.attention_maps or text is not None,
             "--attention-maps: this model has no text, so there is no cross-attention to show")
-    scheduler = make_scheduler(args, ldm["scheduler"])
-    C, h, w = ldm["latent_shape"]
+    scheduler = make_scheduler(args, pipe.scheduler)
+    C, h, w = pipe.latent_shape
     f = vae.downsampling_factor
     x_init = None
     if args.init_image:  # [P8] in latent space: encode, scale, re-noise part-way
         with torch.no_grad():
-            x_init = vae.encode(load_image(args.init_image, h * f).to(device)).mean * scale_factor
+            x_init = vae.encode(read_image(args.init_image, h * f).to(device)).mean * scale_factor
     strength = args.strength if x_init is not None else 1.0
     shown = trajectory_columns(scheduler, strength)
 
@@ -289,7 +218,7 @@ def sample_latents(args, checkpoint: dict, device) -> None:
     for start in range(0, len(jobs), args.batch_size):
         batch = jobs[start:start + args.batch_size]
         recorder = AttentionRecorder(unet, len(batch), (h, w)) if args.attention_maps else None
-        result = generate(ldm, [p for p, _ in batch], [s for _, s in batch], guidance, scheduler,
+        result = generate(pipe, [p for p, _ in batch], [s for _, s in batch], guidance, scheduler,
                           negative_prompt=args.negative_prompt,
                           eta=args.eta if args.sampler != "ddpm" else 0.0, generator=generator,
                           x_init=x_init, strength=strength, recorder=recorder,
@@ -327,7 +256,8 @@ def sample_latents(args, checkpoint: dict, device) -> None:
 
 
 def main():
-    args = parse_args()
+    args = parse_config(Config, description=__doc__.split("\n\n")[0])
+    print("config:\n" + format_config(args))
     require(args.n is None or args.n > 0, f"--n {args.n}: expected a positive number")
     require(args.batch_size > 0, f"--batch-size {args.batch_size}: expected a positive number")
     require(0.0 <= args.strength <= 1.0, f"--strength {args.strength}: expected a value in [0, 1]")

@@ -20,28 +20,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from data.captions import caption_row, captions_for, full_caption, step_rng
-from diffusion.training import (BatchSampler, CheckpointError, CompileClock, ConfigError,
-                                InputClock, MetricLogger, StopFlag, any_rank, autocast,
-                                cleanup_distributed, config_diff, gather_rng_states,
-                                load_checkpoint, load_optimizer_state, main_guard,
-                                main_process_first, make_adam, maybe_compile, opt, parse_config,
-                                require, require_positive, rng_state_for_rank, save_checkpoint,
-                                seed_everything, set_rng_state, setup_distributed, unwrap, wrap_ddp)
-from models.clip import CLIP, ImageHead, TextEncoder, clip_loss
+from data.latents import load_latents, sample_latents
+from models.clip import CLIP, build_clip, clip_loss
 from models.clip_eval import (caption_keys, embed_latents, embed_texts, plot_similarity,
                               plot_zero_shot, retrieval_accuracy, row_dict, zero_shot_accuracy)
 from models.tokenizer import Tokenizer
-from train_vae import build_vae, load_latents, load_vae
+from models.vae import load_vae
+from training.batches import BatchSampler
+from training.config import opt, parse_config
+from training.device import autocast, make_grad_scaler
+from training.distributed import any_rank, wrap_ddp
+from training.ema import unwrap
+from training.errors import CheckpointError, ConfigError, main_guard, require, require_positive
+from training.logger import MetricLogger
+from training.optim import (load_optimizer_state, make_adam, optimizer_step, set_lr,
+                            warmup_cosine_lr)
+from training.randomness import seed_everything
+from training.run import StopFlag, due, finish_run, resume_state, start_noise, start_run
+from training.speed import CompileClock, maybe_compile
 
 
 @dataclass
@@ -50,12 +53,12 @@ class Config:
     vae: str = opt("runs/vae/checkpoint.pt", "the trained autoencoder (train_vae.py)")
     vocab_captions: int = opt(4, "random captions per training row that build the vocabulary")
     # model [P14, P15]
-    text_width: int = opt(256, "D, width of the text encoder's token vectors")
-    text_layers: int = opt(4, "transformer blocks of the text encoder")
-    text_heads: int = opt(4, "attention heads per block")
-    head_channels: int = opt(64, "channels of the image head at the latent resolution")
-    head_mult: tuple = opt((1, 2, 4), "image head channel multiplier per level (each halves h, w)")
-    embed_dim: int = opt(256, "E, width of the shared image-text space")
+    text_width: int = opt(256, "D, width of the text encoder's token vectors", fixed=True)
+    text_layers: int = opt(4, "transformer blocks of the text encoder", fixed=True)
+    text_heads: int = opt(4, "attention heads per block", fixed=True)
+    head_channels: int = opt(64, "channels of the image head at the latent resolution", fixed=True)
+    head_mult: tuple = opt((1, 2, 4), "image head channel multiplier per level (each halves h, w)", fixed=True)
+    embed_dim: int = opt(256, "E, width of the shared image-text space", fixed=True)
     # optimisation
     steps: int = opt(6000, "optimizer steps in total")
     batch_size: int = opt(256, "image-caption pairs per step: the N of the N x N matrix (under "
@@ -85,30 +88,6 @@ PRESETS = {
                 batch_size=128, lr=1e-3, warmup_steps=100, log_every=25, eval_every=1000,
                 eval_images=1024, ckpt_every=500, out="runs/clip_cpu"),
 }
-
-
-def build_clip(cfg: dict, tokenizer: Tokenizer, latent_channels: int) -> CLIP:
-    """The CLIP model described by a config (later stages rebuild it from the checkpoint)."""
-    text = TextEncoder(len(tokenizer), tokenizer.max_length, width=cfg["text_width"],
-                       num_layers=cfg["text_layers"], num_heads=cfg["text_heads"])
-    head = ImageHead(latent_channels, cfg["head_channels"], tuple(cfg["head_mult"]),
-                     width=cfg["text_width"])
-    return CLIP(text, head, embed_dim=cfg["embed_dim"])
-
-
-def load_clip(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """A train_clip.py checkpoint -> {"clip", "tokenizer", "vae", "scale_factor", "config",
-    "vae_config", "step"}, models in eval mode and frozen."""
-    state = load_checkpoint(path, kind="clip")
-    tokenizer = Tokenizer.from_state_dict(state["tokenizer"])
-    vae = build_vae(state["vae_config"])
-    vae.load_state_dict(state["vae"])
-    clip = build_clip(state["config"], tokenizer, vae.latent_channels)
-    clip.load_state_dict(state["model"])
-    return {"clip": clip.to(device).eval().requires_grad_(False), "tokenizer": tokenizer,
-            "vae": vae.to(device).eval().requires_grad_(False),
-            "scale_factor": state["scale_factor"], "config": state["config"],
-            "vae_config": state["vae_config"], "step": state["step"]}
 
 
 def check_config(cfg: Config) -> None:
@@ -170,128 +149,83 @@ def evaluate(clip: CLIP, tokenizer: Tokenizer, cache: dict, scale_factor: float,
 def main():
     cfg = parse_config(Config, presets=PRESETS, description=__doc__.split("\n\n")[0])
     check_config(cfg)
-    info, device = setup_distributed(cfg.device)
-    out = Path(cfg.out)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"device {device}, {info.world_size} process(es); config:")
-        print("\n".join(f"  {k} = {v}" for k, v in dataclasses.asdict(cfg).items()))
+    run = start_run(cfg)
+    info, device = run.info, run.device
 
     # ---- Data: cached latents of the frozen autoencoder, and their attribute rows -------------
-    vae_path = Path(cfg.vae)
     try:
-        vae, scale_factor, vae_config = load_vae(vae_path)
+        vae, scale_factor, vae_config = load_vae(cfg.vae)
     except CheckpointError as error:
         raise ConfigError(f"--vae: {error}") from None
-    train = load_latents(vae_path, "train", scale_factor)
-    held_out = load_latents(vae_path, "val", scale_factor)
+    train = load_latents(cfg.vae, "train", scale_factor)
+    held_out = load_latents(cfg.vae, "val", scale_factor)
     sampler = BatchSampler(len(train["mean"]), cfg.batch_size, cfg.seed, info.rank,
                            info.world_size)
-    config = dataclasses.asdict(cfg)
-    checkpoint_path = out / "checkpoint.pt"
-    state = load_checkpoint(checkpoint_path, kind="clip") if cfg.resume else None
+    state = resume_state(run, kind="clip")  # None unless --resume
     tokenizer = (Tokenizer.from_state_dict(state["tokenizer"]) if state else
                  build_tokenizer(train, cfg.vocab_captions, cfg.seed))
-    if info.is_main:
-        _, C, h, w = train["mean"].shape
-        print(f"data: {train['data']}, {len(train['mean'])} training and {len(held_out['mean'])} "
+    _, C, h, w = train["mean"].shape
+    run.print(f"data: {train['data']}, {len(train['mean'])} training and {len(held_out['mean'])} "
               f"held-out latents {C}x{h}x{w} (scale factor {scale_factor:.4f}); vocabulary "
               f"{len(tokenizer)} words, {tokenizer.max_length} tokens per caption")
 
     # ---- Model and optimizer -----------------------------------------------------------------
     seed_everything(cfg.seed)
-    clip = build_clip(config, tokenizer, vae.latent_channels).to(device)
+    clip = build_clip(dataclasses.asdict(cfg), tokenizer, vae.latent_channels).to(device)
     decay = [p for name, p in clip.named_parameters() if p.ndim >= 2 and "embedding" not in name]
     no_decay = [p for name, p in clip.named_parameters() if p.ndim < 2 or "embedding" in name]
     optimizer = make_adam(torch.optim.AdamW, [{"params": decay, "weight_decay": cfg.weight_decay},
                                               {"params": no_decay, "weight_decay": 0.0}],
                           lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)  # CLIP's betas, eps
-    start_step = 0
-    if state is not None:
-        changed = [k for k in config_diff(state["config"], config) if k not in ("resume", "steps")]
-        if info.is_main and changed:
-            print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
+    scaler = make_grad_scaler(device, cfg.precision)
+    if state:
         clip.load_state_dict(state["model"])
         load_optimizer_state(optimizer, state["optimizer"])
-        start_step = state["step"]
-        set_rng_state(rng_state_for_rank(state, info), device)
-        if info.is_main:
-            print(f"resumed from {checkpoint_path} at step {start_step}")
-    else:
-        torch.manual_seed(cfg.seed + info.rank)
+        if "scaler" in state:  # checkpoints written before fp16 loss scaling came to stage 3
+            scaler.load_state_dict(state["scaler"])
+    start_step = start_noise(run, state)
     train_clip = maybe_compile(wrap_ddp(clip, device, info), cfg.compile, device)
-    if info.is_main:
-        count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
-        print(f"CLIP: text encoder {count(clip.text_encoder):.2f}M, image head "
+    count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
+    run.print(f"CLIP: text encoder {count(clip.text_encoder):.2f}M, image head "
               f"{count(clip.image_head):.2f}M parameters (+ the frozen autoencoder encoder)")
 
-    def save(step: int) -> None:
-        rng = gather_rng_states(device, info)
-        if info.is_main:
-            save_checkpoint(checkpoint_path, {
-                "kind": "clip", "config": config, "step": step, "model": clip.state_dict(),
-                "optimizer": optimizer.state_dict(), "tokenizer": tokenizer.state_dict(),
-                "vae": vae.state_dict(), "vae_config": vae_config, "scale_factor": scale_factor,
-                "attribute_names": train["attribute_names"], "rng": rng})
-
     # ---- Train -------------------------------------------------------------------------------
-    logger = MetricLogger(out, resume_step=start_step, enabled=info.is_main)
+    logger = MetricLogger(run.out, start_step, info.is_main, cfg.batch_size, "pairs_per_s")
     stop = StopFlag()
-    progress = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
-                    disable=not info.is_main, desc="train clip", dynamic_ncols=True)
-    sums, count, last_time = {}, 0, time.time()
-    clip.train()
     clock = CompileClock(device) if cfg.compile else None
-    input_clock = InputClock()  # input_fraction: the share of time spent preparing batches
-    for step in progress:
-        input_clock.start()
+    clip.train()
+    for step in (progress := run.progress(start_step, "train clip")):
+        logger.input.start()
         # [P13] N latents z ~ q(z | x), scaled to unit variance, and a fresh caption for each
         indices = sampler(step)
-        mean, std = train["mean"][indices].float(), train["std"][indices].float()
-        z = ((mean + std * torch.randn_like(mean)) * scale_factor).to(device)  # (N, C, h, w)
+        z = sample_latents(train, indices, scale_factor).to(device)  # (N, C, h, w)
         captions = captions_for(train["attribute_names"], train["attributes"], train["texts"],
                                 indices.tolist(), step_rng(cfg.seed, step, info.rank))
         ids, mask = tokenizer(captions, warn_unknown=False)
-        input_clock.stop()
+        logger.input.stop()
         # [P15] logits (N, N) = exp(t) * cos(image_i, text_j); the pairs sit on the diagonal
         with autocast(device, cfg.precision):
             logits = train_clip(z, ids.to(device), mask.to(device)).float()
         loss = clip_loss(logits)
-        # warm-up, then cosine decay to 0
-        progress_fraction = max(0, step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)) * \
-            0.5 * (1 + math.cos(math.pi * progress_fraction))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        lr = warmup_cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+        set_lr(optimizer, lr)
+        scaler.scale(loss).backward()
+        optimizer_step(optimizer, scaler)
         clip.clamp_logit_scale_()  # exp(t) <= 100, as in CLIP and open_clip
+        labels = torch.arange(len(logits), device=device)
+        logger.add(loss=loss, batch_accuracy=(logits.argmax(1) == labels).float().mean(),
+                   logit_scale=unwrap(train_clip).scale())
         if clock and (line := clock.tick()) and info.is_main:
             progress.write(line)
 
-        # ---- Bookkeeping ---------------------------------------------------------------------
-        labels = torch.arange(len(logits), device=device)
-        terms = dict(loss=loss.detach(), batch_accuracy=(logits.argmax(1) == labels).float().mean(),
-                     logit_scale=unwrap(train_clip).scale().detach())
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0) + value
-        count += 1
+        # ---- Bookkeeping: log, evaluate, checkpoint, stop --------------------------------------
         done = step + 1
         stopping = any_rank(stop.requested, info)
-        saving = done % cfg.ckpt_every == 0 or done == cfg.steps or stopping
-        if done % cfg.log_every == 0 or saving:
-            means = {name: (value / count).item() for name, value in sums.items()}
-            if not math.isfinite(means["loss"]):
-                raise SystemExit(f"error: the loss became {means['loss']} near step {done}; "
-                                 f"stopping. The last good checkpoint ({checkpoint_path}) is kept. "
-                                 "Try a lower --lr or --precision fp32.")
-            elapsed, last_time = time.time() - last_time, time.time()
-            logger.log(done, **means, lr=lr, pairs_per_s=count * cfg.batch_size / elapsed,
-                       input_fraction=input_clock.fraction(elapsed))
+        saving = due(done, cfg.ckpt_every) or done == cfg.steps or stopping
+        if due(done, cfg.log_every) or saving:
+            means = logger.write(done, lr=lr)
             progress.set_postfix(loss=f"{means['loss']:.3f}", acc=f"{means['batch_accuracy']:.2f}")
-            sums, count = {}, 0
-        if info.is_main and (done % cfg.eval_every == 0 or done == cfg.steps):
+        if info.is_main and (due(done, cfg.eval_every) or done == cfg.steps):
             result = evaluate(clip, tokenizer, held_out, scale_factor, cfg, device)
             retrieval = result["retrieval"]
             scores = {"val_i2t_top1": retrieval["image_to_text_top1"],
@@ -303,17 +237,19 @@ def main():
             logger.log(done, **scores)
             progress.write(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         if saving:
-            save(done)
+            run.save(done, "clip", model=clip.state_dict(), optimizer=optimizer.state_dict(),
+                     scaler=scaler.state_dict(), tokenizer=tokenizer.state_dict(),
+                     vae=vae.state_dict(), vae_config=vae_config, scale_factor=scale_factor,
+                     attribute_names=train["attribute_names"])
             logger.plot()
         if stopping:
-            if info.is_main:
-                print(f"stopped at step {done}; continue with the same command and --resume")
+            run.print(f"stopped at step {done}; continue with the same command and --resume")
             break
     progress.close()
 
     if info.is_main and not stop.requested:
-        report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, out)
-    cleanup_distributed(info)
+        report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, run.out)
+    finish_run(run)
 
 
 def report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, out: Path) -> None:

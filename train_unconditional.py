@@ -16,26 +16,28 @@ loss.png, and samples/step_XXXXXX.png grids drawn with DDIM from the EMA weights
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from data import load_dataset
 from data.augment import augment
 from diffusion import DDIMScheduler, DDPMScheduler, sample
-from diffusion.training import (BatchSampler, CompileClock, EMA, InputClock, MetricLogger, StopFlag,
-                                any_rank, autocast, cleanup_distributed, config_diff,
-                                gather_rng_states, load_checkpoint, load_optimizer_state,
-                                main_guard, main_process_first, make_adam, make_grad_scaler,
-                                maybe_compile, opt, parse_config, replica_difference, require,
-                                require_positive, rng_state_for_rank, save_checkpoint, save_grid,
-                                seed_everything, set_rng_state, setup_distributed, wrap_ddp)
-from models import UNet
+from models.unet import build_unet
+from training.batches import BatchSampler
+from training.config import opt, parse_config
+from training.device import autocast, make_grad_scaler
+from training.distributed import any_rank, main_process_first, wrap_ddp
+from training.ema import EMA
+from training.errors import main_guard, require, require_positive
+from training.logger import MetricLogger
+from training.optim import load_optimizer_state, make_adam, optimizer_step, set_lr, warmup_lr
+from training.plots import save_grid
+from training.randomness import seed_everything
+from training.run import StopFlag, due, finish_run, resume_state, start_noise, start_run
+from training.speed import CompileClock, maybe_compile
 
 
 @dataclass
@@ -44,20 +46,20 @@ class Config:
     data: str = opt("synthetic", "'synthetic' (embedded faces, made on first use), 'synthetic:N', "
                                  "a CelebA folder, or an image folder")
     cache_dir: str = opt("cache", "where decoded images and the synthetic dataset are kept")
-    image_size: int = opt(32, "training resolution in pixels (the video uses 32x32x3)")
+    image_size: int = opt(32, "training resolution in pixels (the video uses 32x32x3)", fixed=True)
     augment: bool = opt(True, "random flip, small rotation, brightness and contrast [P6]")
     # model [P5]
-    base_channels: int = opt(96, "channels of the UNet's first level")
-    channel_mult: tuple = opt((1, 2, 2, 2), "channel multiplier per level (one level per entry)")
-    num_res_blocks: int = opt(2, "residual blocks per level")
-    attention_levels: tuple = opt((1, 2), "level indices (0 = full resolution) with self-attention")
+    base_channels: int = opt(96, "channels of the UNet's first level", fixed=True)
+    channel_mult: tuple = opt((1, 2, 2, 2), "channel multiplier per level (one level per entry)", fixed=True)
+    num_res_blocks: int = opt(2, "residual blocks per level", fixed=True)
+    attention_levels: tuple = opt((1, 2), "level indices (0 = full resolution) with self-attention", fixed=True)
     dropout: float = opt(0.1, "dropout inside the residual blocks")
     # diffusion [P2-P4]
-    num_train_timesteps: int = opt(1000, "T, the number of noising steps")
-    beta_start: float = opt(1e-4, "beta_1 of the linear schedule (DDPM)")
-    beta_end: float = opt(0.02, "beta_T of the linear schedule (DDPM)")
-    beta_schedule: str = opt("linear", "linear (DDPM, the video) or cosine (Nichol & Dhariwal)")
-    prediction_type: str = opt("epsilon", "what the UNet predicts: epsilon (the video) or v")
+    num_train_timesteps: int = opt(1000, "T, the number of noising steps", fixed=True)
+    beta_start: float = opt(1e-4, "beta_1 of the linear schedule (DDPM)", fixed=True)
+    beta_end: float = opt(0.02, "beta_T of the linear schedule (DDPM)", fixed=True)
+    beta_schedule: str = opt("linear", "linear (DDPM, the video) or cosine (Nichol & Dhariwal)", fixed=True)
+    prediction_type: str = opt("epsilon", "what the UNet predicts: epsilon (the video) or v", fixed=True)
     # optimisation
     steps: int = opt(30_000, "optimizer steps in total")
     batch_size: int = opt(128, "images per step (summed over processes under torchrun)")
@@ -92,20 +94,6 @@ PRESETS = {
 }
 
 
-def build_unet(cfg) -> UNet:
-    """The UNet described by a config (also used by sample.py to rebuild it from a checkpoint)."""
-    return UNet(in_channels=3, base_channels=cfg["base_channels"],
-                channel_mult=tuple(cfg["channel_mult"]), num_res_blocks=cfg["num_res_blocks"],
-                attention_levels=tuple(cfg["attention_levels"]), dropout=cfg["dropout"])
-
-
-def build_scheduler(cfg, clip_sample: bool = True) -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=cfg["num_train_timesteps"],
-                         beta_start=cfg["beta_start"], beta_end=cfg["beta_end"],
-                         beta_schedule=cfg["beta_schedule"],
-                         prediction_type=cfg["prediction_type"], clip_sample=clip_sample)
-
-
 def check_config(cfg: Config) -> None:
     require_positive(cfg, ("steps", "batch_size", "log_every", "ckpt_every", "num_samples",
                            "sample_steps", "num_train_timesteps", "image_size", "base_channels",
@@ -127,58 +115,33 @@ def check_config(cfg: Config) -> None:
 def main():
     cfg = parse_config(Config, presets=PRESETS, description=__doc__.split("\n\n")[0])
     check_config(cfg)
-    info, device = setup_distributed(cfg.device)
-    out = Path(cfg.out)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"device {device}, {info.world_size} process(es); config:")
-        print("\n".join(f"  {k} = {v}" for k, v in dataclasses.asdict(cfg).items()))
+    run = start_run(cfg)
+    info, device = run.info, run.device
 
     # ---- Data --------------------------------------------------------------------------------
     with main_process_first(info):  # rank 0 generates / decodes the data once
         dataset = load_dataset(cfg.data, cfg.image_size, split="train", cache_dir=cfg.cache_dir)
     sampler = BatchSampler(len(dataset), cfg.batch_size, cfg.seed, info.rank, info.world_size)
-    if info.is_main:
-        print(f"data: {dataset.name}, {len(dataset)} training images at {cfg.image_size}x"
+    run.print(f"data: {dataset.name}, {len(dataset)} training images at {cfg.image_size}x"
               f"{cfg.image_size}, {sampler.steps_per_epoch} steps per epoch")
 
     # ---- Model, schedule, optimizer ----------------------------------------------------------
     seed_everything(cfg.seed)  # the same initial weights on every rank
-    config = dataclasses.asdict(cfg)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = build_unet(config).to(device, memory_format=memory_format)
-    scheduler = build_scheduler(config).to(device)
+    model = build_unet(dataclasses.asdict(cfg), in_channels=3).to(device, memory_format=memory_format)
+    scheduler = DDPMScheduler.from_config(dataclasses.asdict(cfg), clip_sample=True).to(device)
     optimizer = make_adam(torch.optim.Adam, model.parameters(), lr=cfg.lr)
     scaler = make_grad_scaler(device, cfg.precision)
     ema = EMA(model, cfg.ema_decay)
-    start_step = 0
-    checkpoint_path = out / "checkpoint.pt"
-    if cfg.resume:
-        state = load_checkpoint(checkpoint_path, kind="ddpm")
-        changed = [k for k in config_diff(state["config"], config) if k != "resume"]
-        if info.is_main and changed:
-            print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
+    state = resume_state(run, kind="ddpm")  # None unless --resume
+    if state:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         load_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        start_step = state["step"]
-        set_rng_state(rng_state_for_rank(state, info), device)
-        if info.is_main:
-            print(f"resumed from {checkpoint_path} at step {start_step}")
-    else:
-        torch.manual_seed(cfg.seed + info.rank)  # different noise on every rank
+    start_step = start_noise(run, state)
     train_model = maybe_compile(wrap_ddp(model, device, info), cfg.compile, device)
-    if info.is_main:
-        print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
-
-    def save(step: int) -> None:
-        rng = gather_rng_states(device, info)  # every rank takes part
-        if info.is_main:
-            save_checkpoint(checkpoint_path, {
-                "kind": "ddpm", "config": config, "step": step, "model": model.state_dict(),
-                "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rng})
+    run.print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
     # Sample grids use their own generator, so drawing them does not change the training noise.
     sample_scheduler = DDIMScheduler.from_ddpm(scheduler)
@@ -190,25 +153,21 @@ def main():
                           generator=generator).to(device)
         images = sample(lambda x_t, t: ema.model(x_t, t), sample_scheduler, x_T,
                         eta=cfg.sample_eta, generator=generator, progress=False)
-        save_grid(images, out / "samples" / f"step_{step:06d}.png")
+        save_grid(images, run.out / "samples" / f"step_{step:06d}.png")
 
     # ---- Train -------------------------------------------------------------------------------
-    logger = MetricLogger(out, resume_step=start_step, enabled=info.is_main)
+    logger = MetricLogger(run.out, start_step, info.is_main, cfg.batch_size, "images_per_s")
     stop = StopFlag()
-    progress = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
-                    disable=not info.is_main, desc="train", dynamic_ncols=True)
-    loss_sum, loss_count, last_time = torch.zeros((), device=device), 0, time.time()
-    model.train()
     clock = CompileClock(device) if cfg.compile else None
-    input_clock = InputClock()  # input_fraction: the share of time spent preparing batches
-    for step in progress:
-        input_clock.start()
+    model.train()
+    for step in (progress := run.progress(start_step, "train")):
+        logger.input.start()
         # [P6] 1. a batch of 32x32x3 images in [-1, 1], augmented as in the video
         x0 = dataset.batch(sampler(step), device)["image"]  # (B, 3, H, W)
         if cfg.augment:
             x0 = augment(x0)
         x0 = x0.contiguous(memory_format=memory_format)
-        input_clock.stop()
+        logger.input.stop()
         # 2. a random timestep and Gaussian noise per image
         t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), device=device)  # (B,)
         noise = torch.randn_like(x0)  # eps ~ N(0, I)
@@ -218,57 +177,36 @@ def main():
         with autocast(device, cfg.precision):
             prediction = train_model(x_t, t)
         loss = F.mse_loss(prediction.float(), scheduler.training_target(x0, noise, t))
-        # 5. one optimizer step, learning rate warmed up linearly
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
+        # 5. backward, and one optimizer step with the learning rate warmed up linearly
+        lr = warmup_lr(step, cfg.lr, cfg.warmup_steps)
+        set_lr(optimizer, lr)
         scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        scaler.step(optimizer)
-        scaler.update()
+        grad_norm = optimizer_step(optimizer, scaler, model.parameters(), cfg.grad_clip)
         ema.update(model)
+        logger.add(loss=loss)
         if clock and (line := clock.tick()) and info.is_main:
             progress.write(line)
 
-        # ---- Bookkeeping ---------------------------------------------------------------------
-        loss_sum += loss.detach()
-        loss_count += 1
+        # ---- Bookkeeping: log, checkpoint, sample grid, stop -----------------------------------
         done = step + 1
         stopping = any_rank(stop.requested, info)
-        saving = done % cfg.ckpt_every == 0 or done == cfg.steps or stopping
-        if done % cfg.log_every == 0 or saving:
-            mean_loss = (loss_sum / loss_count).item()
-            if not math.isfinite(mean_loss):  # checked before any save: the last good file stays
-                raise SystemExit(f"error: the loss became {mean_loss} near step {done}; stopping. "
-                                 f"The last good checkpoint ({checkpoint_path}) is kept. Try a "
-                                 "lower --lr, --precision fp32, or --grad-clip 1.0.")
-            elapsed, last_time = time.time() - last_time, time.time()
-            logger.log(done, loss=mean_loss, lr=lr, grad_norm=grad_norm.item(),
-                       images_per_s=loss_count * cfg.batch_size / elapsed,
-                       input_fraction=input_clock.fraction(elapsed))
-            progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}")
-            loss_sum.zero_()
-            loss_count = 0
+        saving = due(done, cfg.ckpt_every) or done == cfg.steps or stopping
+        if due(done, cfg.log_every) or saving:
+            means = logger.write(done, lr=lr, grad_norm=grad_norm.item())
+            progress.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.1e}")
         if saving:
-            save(done)
+            run.save(done, "ddpm", model=model.state_dict(), ema=ema.state_dict(),
+                     optimizer=optimizer.state_dict(), scaler=scaler.state_dict())
             logger.plot()
-        if info.is_main and ((cfg.sample_every and done % cfg.sample_every == 0) or done == cfg.steps):
+        if info.is_main and (due(done, cfg.sample_every) or done == cfg.steps):
             sample_grid(done)
         if stopping:
-            if info.is_main:
-                print(f"stopped at step {done}; continue with the same command and --resume")
+            run.print(f"stopped at step {done}; continue with the same command and --resume")
             break
     progress.close()
-    if info.world_size > 1:
-        difference = replica_difference(model, info)
-        if info.is_main:
-            print(f"DDP: the weights of the {info.world_size} processes differ by at most {difference}")
-    if info.is_main:
-        print(f"done: {out}/checkpoint.pt, samples in {out}/samples, curves in {out}/loss.png")
-    cleanup_distributed(info)
+    finish_run(run, model)
+    run.print(f"done: {run.out}/checkpoint.pt, samples in {run.out}/samples, curves in "
+              f"{run.out}/loss.png")
 
 
 if __name__ == "__main__":

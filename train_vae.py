@@ -21,29 +21,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from data import load_dataset
 from data.augment import augment
-from diffusion.training import (BatchSampler, CheckpointError, CompileClock, ConfigError,
-                                InputClock, MetricLogger, StopFlag, any_rank, autocast,
-                                cleanup_distributed, config_diff, gather_rng_states,
-                                load_checkpoint, load_optimizer_state, main_guard,
-                                main_process_first, make_adam, maybe_compile, opt, parse_config,
-                                require, require_positive, rng_state_for_rank, save_checkpoint,
-                                save_grid, seed_everything, set_rng_state, setup_distributed,
-                                wrap_ddp)
+from data.latents import encode_dataset
 from models.discriminator import PatchDiscriminator
 from models.losses import (adaptive_gan_weight, generator_loss, hinge_d_loss, kl_loss,
                            kl_weight_note, reconstruction_loss)
 from models.metrics import psnr, ssim
 from models.perceptual import build_perceptual_loss
-from models.vae import AutoencoderKL
+from models.vae import build_vae
+from training.batches import BatchSampler
+from training.config import opt, parse_config
+from training.device import autocast, make_grad_scaler
+from training.distributed import any_rank, main_process_first, wrap_ddp
+from training.errors import ConfigError, main_guard, require, require_positive
+from training.logger import MetricLogger
+from training.optim import load_optimizer_state, make_adam, optimizer_step, set_lr, warmup_lr
+from training.plots import save_grid
+from training.randomness import seed_everything
+from training.run import StopFlag, due, finish_run, resume_state, start_noise, start_run
+from training.speed import CompileClock, maybe_compile
 
 
 @dataclass
@@ -51,14 +53,14 @@ class Config:
     # data
     data: str = opt("synthetic", "'synthetic', 'synthetic:N', a CelebA folder, or an image folder")
     cache_dir: str = opt("cache", "where decoded images and the synthetic dataset are kept")
-    image_size: int = opt(128, "training resolution (the video: 128x128 images, 32x32 latents)")
+    image_size: int = opt(128, "training resolution (the video: 128x128 images, 32x32 latents)", fixed=True)
     augment: bool = opt(True, "random flip, small rotation, brightness and contrast")
     # model [P10]
-    base_channels: int = opt(64, "channels of the first level (GroupNorm: multiples of 32)")
-    channel_mult: tuple = opt((1, 2, 4), "multiplier per level; downsampling factor 2^(levels-1)")
-    num_res_blocks: int = opt(2, "residual blocks per level")
-    latent_channels: int = opt(3, "channels of the latent (3, as in the video)")
-    attention: bool = opt(True, "self-attention in the middle blocks")
+    base_channels: int = opt(64, "channels of the first level (GroupNorm: multiples of 32)", fixed=True)
+    channel_mult: tuple = opt((1, 2, 4), "multiplier per level; downsampling factor 2^(levels-1)", fixed=True)
+    num_res_blocks: int = opt(2, "residual blocks per level", fixed=True)
+    latent_channels: int = opt(3, "channels of the latent (3, as in the video)", fixed=True)
+    attention: bool = opt(True, "self-attention in the middle blocks", fixed=True)
     # losses [P11]; every term is a MEAN over its elements and the batch (models/losses.py)
     perceptual: str = opt("vgg", "vgg (ImageNet weights if found, else fixed random ones) or none")
     vgg_weights: str = opt("", "a torchvision vgg16 state-dict file (optional)")
@@ -67,8 +69,8 @@ class Config:
                                  "= 1.6e-5 in LDM's per-image-sum units at f=4, C=3")
     disc_start: int = opt(5000, "step at which the discriminator and its loss switch on")
     disc_weight: float = opt(0.5, "w_gan, on top of the adaptive weight lambda (LDM: 0.5)")
-    disc_channels: int = opt(64, "width of the PatchGAN's first layer")
-    disc_layers: int = opt(3, "stride-2 layers of the PatchGAN")
+    disc_channels: int = opt(64, "width of the PatchGAN's first layer", fixed=True)
+    disc_layers: int = opt(3, "stride-2 layers of the PatchGAN", fixed=True)
     # optimisation
     steps: int = opt(30_000, "optimizer steps in total")
     batch_size: int = opt(16, "images per step (summed over processes under torchrun)")
@@ -97,41 +99,6 @@ PRESETS = {
                 disc_channels=32, disc_layers=2, log_every=25, eval_every=400, eval_images=256,
                 ckpt_every=400, out="runs/vae_cpu"),
 }
-
-
-def build_vae(cfg: dict) -> AutoencoderKL:
-    """The autoencoder described by a config (later stages rebuild it from the checkpoint)."""
-    return AutoencoderKL(base_channels=cfg["base_channels"], channel_mult=tuple(cfg["channel_mult"]),
-                         num_res_blocks=cfg["num_res_blocks"],
-                         latent_channels=cfg["latent_channels"], attention=cfg["attention"])
-
-
-def load_vae(path: str | Path, device: torch.device | str = "cpu"
-             ) -> tuple[AutoencoderKL, float, dict]:
-    """A finished train_vae.py checkpoint -> (autoencoder in eval mode, scale_factor, config)."""
-    state = load_checkpoint(path, kind="vae")
-    if state.get("scale_factor") is None:
-        raise CheckpointError(f"checkpoint {path}: the autoencoder's training has not finished "
-                              "(no scale factor yet); finish it with train_vae.py --resume")
-    vae = build_vae(state["config"])
-    vae.load_state_dict(state["model"])
-    return vae.to(device).eval().requires_grad_(False), state["scale_factor"], state["config"]
-
-
-def load_latents(vae_path: str | Path, split: str, scale_factor: float) -> dict:
-    """The latent cache OUT/latents_{split}.pt written next to the autoencoder checkpoint
-    `vae_path` (kind "latents"), refused if another autoencoder wrote it (another scale factor)."""
-    path = Path(vae_path).parent / f"latents_{split}.pt"
-    if not path.is_file():
-        raise ConfigError(f"latent cache {path}: no such file; write it with "
-                          f"`python train_vae.py --out {path.parent} --resume --encode-latents` "
-                          "(add the preset and flags the autoencoder was trained with)")
-    cache = load_checkpoint(path, kind="latents")
-    require(abs(cache["scale_factor"] - scale_factor) < 1e-6,
-            f"{path} was written by another autoencoder than {vae_path} (scale factors "
-            f"{cache['scale_factor']:.4f} and {scale_factor:.4f}); re-encode with --resume "
-            "--encode-latents")
-    return cache
 
 
 def check_config(cfg: Config) -> None:
@@ -169,62 +136,38 @@ def evaluate(vae, dataset, cfg, device) -> tuple[dict, torch.Tensor]:
 @torch.no_grad()
 def latent_std(vae, dataset, cfg, device) -> float:
     """Standard deviation of z ~ q(z | x) over `scale_images` training images (LDM's scale_factor
-    is 1 / this), computed in float64 sums so it does not drift over many batches."""
+    is 1 / this). Nothing in float64 on the device (MPS has none): each batch is summed in float32
+    there, and the sums of all batches are added up in Python floats (double precision)."""
     vae.eval()
     total, total_sq, n = 0.0, 0.0, 0
     for start in range(0, min(cfg.scale_images, len(dataset)), cfg.batch_size):
         stop = min(start + cfg.batch_size, cfg.scale_images, len(dataset))
         x = dataset.batch(torch.arange(start, stop), device)["image"]
-        z = vae.encode(x).sample().double()
+        z = vae.encode(x).sample().float()                          # (B, C, h, w) on the device
+        # float32 sums per batch on the device, accumulated across batches in Python floats
         total, total_sq, n = total + z.sum().item(), total_sq + (z * z).sum().item(), n + z.numel()
     vae.train()
     mean = total / n
     return math.sqrt(total_sq / n - mean**2)
 
 
-@torch.no_grad()
-def encode_dataset(vae, dataset, cfg, device, path: Path, scale_factor: float) -> None:
-    """Encode every image of a split once: the posterior mean and std as float16 (the latent
-    diffusion stage samples z = mean + std * eps from them), with the labels and captions."""
-    vae.eval()
-    means, stds = [], []
-    for start in tqdm(range(0, len(dataset), cfg.batch_size), desc=f"encoding {path.name}"):
-        x = dataset.batch(torch.arange(start, min(start + cfg.batch_size, len(dataset))),
-                          device)["image"]
-        posterior = vae.encode(x)
-        means.append(posterior.mean.half().cpu())
-        stds.append(posterior.std.half().cpu())
-    save_checkpoint(path, {
-        "kind": "latents", "mean": torch.cat(means), "std": torch.cat(stds),  # (N, C, h, w) each
-        "scale_factor": scale_factor, "data": cfg.data, "image_size": cfg.image_size,
-        "attributes": None if dataset.attributes is None else torch.from_numpy(dataset.attributes),
-        "attribute_names": dataset.attribute_names, "texts": dataset.texts})
-    vae.train()
-
-
 def main():
     cfg = parse_config(Config, presets=PRESETS, description=__doc__.split("\n\n")[0])
     check_config(cfg)
-    info, device = setup_distributed(cfg.device)
-    out = Path(cfg.out)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"device {device}, {info.world_size} process(es); config:")
-        print("\n".join(f"  {k} = {v}" for k, v in dataclasses.asdict(cfg).items()))
+    run = start_run(cfg)
+    info, device = run.info, run.device
 
     # ---- Data --------------------------------------------------------------------------------
     with main_process_first(info):
         dataset = load_dataset(cfg.data, cfg.image_size, split="train", cache_dir=cfg.cache_dir)
         held_out = load_dataset(cfg.data, cfg.image_size, split="val", cache_dir=cfg.cache_dir)
     sampler = BatchSampler(len(dataset), cfg.batch_size, cfg.seed, info.rank, info.world_size)
-    if info.is_main:
-        print(f"data: {dataset.name}, {len(dataset)} training and {len(held_out)} held-out images "
+    run.print(f"data: {dataset.name}, {len(dataset)} training and {len(held_out)} held-out images "
               f"at {cfg.image_size}x{cfg.image_size}")
 
     # ---- Models, losses, optimizers ----------------------------------------------------------
     seed_everything(cfg.seed)
-    config = dataclasses.asdict(cfg)
-    vae = build_vae(config).to(device)
+    vae = build_vae(dataclasses.asdict(cfg)).to(device)
     disc = PatchDiscriminator(base_channels=cfg.disc_channels, num_layers=cfg.disc_layers).to(device)
     perceptual = None
     if cfg.perceptual == "vgg":
@@ -237,67 +180,47 @@ def main():
         perceptual = perceptual.to(device)
     else:
         description = "perceptual loss: none (--perceptual none): L1, KL and GAN terms only"
-    if info.is_main:
-        print(description)
-        print(f"losses are means over elements and batch; "
+    run.print(description)
+    run.print(f"losses are means over elements and batch; "
               f"{kl_weight_note(cfg.kl_weight, cfg.latent_channels, vae.downsampling_factor)}")
-        print(f"autoencoder: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters, "
+    run.print(f"autoencoder: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters, "
               f"latents {cfg.latent_channels}x{cfg.image_size // vae.downsampling_factor}x"
               f"{cfg.image_size // vae.downsampling_factor}; discriminator "
               f"{sum(p.numel() for p in disc.parameters()) / 1e6:.2f}M")
     opt_ae = make_adam(torch.optim.Adam, vae.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = make_adam(torch.optim.Adam, disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-    start_step, scale_factor = 0, None
-    checkpoint_path = out / "checkpoint.pt"
-    if cfg.resume:
-        state = load_checkpoint(checkpoint_path, kind="vae")
-        changed = [k for k in config_diff(state["config"], config)
-                   if k not in ("resume", "encode_latents", "steps")]
-        if info.is_main and changed:
-            print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
+    scaler_ae, scaler_d = make_grad_scaler(device, cfg.precision), make_grad_scaler(device, cfg.precision)
+    scale_factor = None
+    state = resume_state(run, kind="vae")  # None unless --resume
+    if state:
         vae.load_state_dict(state["model"])
         disc.load_state_dict(state["discriminator"])
         load_optimizer_state(opt_ae, state["optimizer"])
         load_optimizer_state(opt_d, state["optimizer_discriminator"])
-        start_step = state["step"]
+        if "scaler" in state:  # checkpoints written before fp16 loss scaling came to stage 2
+            scaler_ae.load_state_dict(state["scaler"])
+            scaler_d.load_state_dict(state["scaler_discriminator"])
         # A finished run resumed for more steps must measure its latents again at the end.
-        scale_factor = state.get("scale_factor") if start_step >= cfg.steps else None
-        set_rng_state(rng_state_for_rank(state, info), device)
-        if info.is_main:
-            print(f"resumed from {checkpoint_path} at step {start_step}")
-    else:
-        torch.manual_seed(cfg.seed + info.rank)
+        scale_factor = state.get("scale_factor") if state["step"] >= cfg.steps else None
+    start_step = start_noise(run, state)
     train_vae, train_disc = wrap_ddp(vae, device, info), wrap_ddp(disc, device, info)
     train_vae = maybe_compile(train_vae, cfg.compile, device)
 
-    def save(step: int) -> None:
-        rng = gather_rng_states(device, info)
-        if info.is_main:
-            save_checkpoint(checkpoint_path, {
-                "kind": "vae", "config": config, "step": step, "model": vae.state_dict(),
-                "discriminator": disc.state_dict(), "optimizer": opt_ae.state_dict(),
-                "optimizer_discriminator": opt_d.state_dict(), "scale_factor": scale_factor,
-                "rng": rng})
-
     # ---- Train -------------------------------------------------------------------------------
-    logger = MetricLogger(out, resume_step=start_step, enabled=info.is_main)
+    logger = MetricLogger(run.out, start_step, info.is_main, cfg.batch_size, "images_per_s")
     stop = StopFlag()
-    progress = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
-                    disable=not info.is_main, desc="train vae", dynamic_ncols=True)
-    sums, count, last_time = {}, 0, time.time()
     zero = torch.zeros((), device=device)
     clock = CompileClock(device) if cfg.compile else None
-    input_clock = InputClock()  # input_fraction: the share of time spent preparing batches
-    for step in progress:
-        input_clock.start()
+    for step in (progress := run.progress(start_step, "train vae")):
+        logger.input.start()
         x = dataset.batch(sampler(step), device)["image"]  # (B, 3, H, W) in [-1, 1]
         if cfg.augment:
             x = augment(x)
-        input_clock.stop()
+        logger.input.stop()
         gan_on = step >= cfg.disc_start
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        for group in opt_ae.param_groups + opt_d.param_groups:
-            group["lr"] = lr
+        lr = warmup_lr(step, cfg.lr, cfg.warmup_steps)
+        set_lr(opt_ae, lr)
+        set_lr(opt_d, lr)
 
         # 1. autoencoder step: L1 + w_p perceptual + w_kl KL + lambda w_gan generator loss [P11]
         disc.requires_grad_(False)  # the generator loss trains the decoder, not D
@@ -310,9 +233,8 @@ def main():
         nll = l1 + cfg.perceptual_weight * p_loss
         gan_weight = adaptive_gan_weight(nll, g_loss, vae.last_layer) if gan_on else zero
         loss_ae = nll + cfg.kl_weight * kl + gan_weight * cfg.disc_weight * g_loss
-        opt_ae.zero_grad(set_to_none=True)
-        loss_ae.backward()
-        opt_ae.step()
+        scaler_ae.scale(loss_ae).backward()
+        optimizer_step(opt_ae, scaler_ae)
 
         # 2. discriminator step: hinge loss on real images vs. detached reconstructions
         disc.requires_grad_(True)
@@ -322,62 +244,52 @@ def main():
                 logits = train_disc(torch.cat([x, x_rec.detach()])).float()  # (2B, 1, h', w')
             logits_real, logits_fake = logits.chunk(2)
             d_loss = hinge_d_loss(logits_real, logits_fake)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+            scaler_d.scale(d_loss).backward()
+            optimizer_step(opt_d, scaler_d)
+        logger.add(loss=loss_ae, l1=l1, perceptual=p_loss, kl=kl, g_loss=g_loss, d_loss=d_loss,
+                   gan_weight=gan_weight, logits_real=logits_real.mean(),
+                   logits_fake=logits_fake.mean())
         if clock and (line := clock.tick()) and info.is_main:
             progress.write(line)
 
-        # ---- Bookkeeping ---------------------------------------------------------------------
-        terms = dict(loss=loss_ae, l1=l1, perceptual=p_loss, kl=kl, g_loss=g_loss, d_loss=d_loss,
-                     gan_weight=gan_weight, logits_real=logits_real.mean(),
-                     logits_fake=logits_fake.mean())
-        for name, value in terms.items():
-            sums[name] = sums.get(name, zero) + value.detach()
-        count += 1
+        # ---- Bookkeeping: log, evaluate, checkpoint, stop --------------------------------------
         done = step + 1
         stopping = any_rank(stop.requested, info)
-        saving = done % cfg.ckpt_every == 0 or done == cfg.steps or stopping
-        if done % cfg.log_every == 0 or saving:
-            means = {name: (value / count).item() for name, value in sums.items()}
-            if not math.isfinite(means["loss"]):
-                raise SystemExit(f"error: the loss became {means['loss']} near step {done}; "
-                                 f"stopping. The last good checkpoint ({checkpoint_path}) is kept. "
-                                 "Try a lower --lr or --precision fp32.")
-            elapsed, last_time = time.time() - last_time, time.time()
-            logger.log(done, **means, lr=lr, images_per_s=count * cfg.batch_size / elapsed,
-                       input_fraction=input_clock.fraction(elapsed))
+        saving = due(done, cfg.ckpt_every) or done == cfg.steps or stopping
+        if due(done, cfg.log_every) or saving:
+            means = logger.write(done, lr=lr)
             progress.set_postfix(l1=f"{means['l1']:.4f}", p=f"{means['perceptual']:.3f}",
                                  d=f"{means['d_loss']:.3f}")
-            sums, count = {}, 0
-        if info.is_main and (done % cfg.eval_every == 0 or done == cfg.steps):
+        if info.is_main and (due(done, cfg.eval_every) or done == cfg.steps):
             scores, grid = evaluate(vae, held_out, cfg, device)
             logger.log(done, val_psnr=scores["psnr"], val_ssim=scores["ssim"])
-            save_grid(grid, out / "reconstructions" / f"step_{done:06d}.png", nrow=8)
+            save_grid(grid, run.out / "reconstructions" / f"step_{done:06d}.png", nrow=8)
             progress.write(f"step {done}: held-out PSNR {scores['psnr']:.2f} dB, "
                            f"SSIM {scores['ssim']:.4f}")
         if saving:
             if done == cfg.steps:  # [P12] unit-variance latents for diffusion: z * scale_factor
                 scale_factor = 1.0 / latent_std(vae, dataset, cfg, device)
-            save(done)
+            run.save(done, "vae", model=vae.state_dict(), discriminator=disc.state_dict(),
+                     optimizer=opt_ae.state_dict(), optimizer_discriminator=opt_d.state_dict(),
+                     scaler=scaler_ae.state_dict(), scaler_discriminator=scaler_d.state_dict(),
+                     scale_factor=scale_factor)
             logger.plot()
         if stopping:
-            if info.is_main:
-                print(f"stopped at step {done}; continue with the same command and --resume")
+            run.print(f"stopped at step {done}; continue with the same command and --resume")
             break
     progress.close()
 
     # ---- Latent cache for the diffusion stage ------------------------------------------------
-    finished = scale_factor is not None
-    if info.is_main and finished:
+    if info.is_main and scale_factor is not None:  # finished
         print(f"latent std {1 / scale_factor:.4f} -> scale_factor {scale_factor:.4f} (in the checkpoint)")
         if cfg.encode_latents:
             for split, data in (("train", dataset), ("val", held_out)):
-                encode_dataset(vae, data, cfg, device, out / f"latents_{split}.pt", scale_factor)
-            print(f"latents cached in {out}/latents_train.pt and latents_val.pt")
-        print(f"done: {checkpoint_path}, reconstructions in {out}/reconstructions, "
-              f"curves in {out}/loss.png")
-    cleanup_distributed(info)
+                encode_dataset(vae, data, cfg.batch_size, device, run.out / f"latents_{split}.pt",
+                               scale_factor, cfg.data, cfg.image_size)
+            print(f"latents cached in {run.out}/latents_train.pt and latents_val.pt")
+        print(f"done: {run.checkpoint_path}, reconstructions in {run.out}/reconstructions, "
+              f"curves in {run.out}/loss.png")
+    finish_run(run)
 
 
 if __name__ == "__main__":

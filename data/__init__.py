@@ -33,7 +33,8 @@ def warn(message: str) -> None:
 
 
 # The submodules import DataError and warn from here, so these imports come after them.
-from data.cache import IMAGE_EXTENSIONS, build_image_cache  # noqa: E402
+from data.cache import build_image_cache  # noqa: E402
+from data.images import IMAGE_EXTENSIONS  # noqa: E402
 from data.celeba import celeba_split  # noqa: E402
 from data.imagefolder import imagefolder_split  # noqa: E402
 

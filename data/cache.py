@@ -1,8 +1,7 @@
 """Decode a list of image files once into a memory-mapped uint8 cache.
 
-Preprocessing, the same for every dataset: center-crop to a square on the shorter side, then
-resize to S x S with PIL's bicubic filter (which antialiases when shrinking). CelebA's aligned
-178x218 faces become 178x178 (20 rows cut at the top and at the bottom), then S x S.
+Preprocessing, the same for every dataset, is data/images.py's load_square_image: a center crop
+to a square, then a bicubic resize to S x S.
 
 A cache is two files in cache_dir, named after a hash of (key, S, every file's path, size and
 modification time, in the given order), so that changed files or another S give a new cache:
@@ -22,24 +21,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from data import DataError, warn
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # the files datasets are made of
-
-
-def load_square_image(path: Path, size: int) -> np.ndarray:
-    """Read one image file as (size, size, 3) uint8 RGB: center-crop to a square, resize bicubic."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    image = image.crop((left, top, left + side, top + side))  # (side, side)
-    image = image.resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8)  # (size, size, 3)
+from data.images import load_square_image
 
 
 def build_image_cache(

@@ -207,3 +207,16 @@ def caption_row(names: list[str], values: Sequence, rng: random.Random) -> str:
     """caption() for one row of a table: values are 1/-1, 1/0 or booleans aligned with names.
     Names other than Male, Blurry and those of VOCABULARY are ignored."""
     return caption({name: float(value) > 0 for name, value in zip(names, values)}, rng)
+
+
+# The prompts of train_ldm.py's validation grids (one column each) and of docs/figures.
+VALIDATION_PROMPTS = [
+    "a photo of a smiling woman with blond hair",
+    "a photo of a man with black hair and a beard",
+    "a photo of a bald man with glasses",
+    "a photo of a woman with brown hair, wearing a hat",
+    "a photo of a man with gray hair and a mustache",
+    "a photo of a woman with black hair, bangs and lipstick",
+    "a portrait of a pale woman with glasses",
+    "a picture of a smiling man wearing a hat",
+]

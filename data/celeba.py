@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from data import DataError, warn
-from data.cache import IMAGE_EXTENSIONS
+from data.images import IMAGE_EXTENSIONS
 
 CELEBA_ATTRIBUTES = [
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",

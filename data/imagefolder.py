@@ -19,7 +19,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from data import DataError, warn
-from data.cache import IMAGE_EXTENSIONS
+from data.images import IMAGE_EXTENSIONS
 
 VAL_PERCENT = 5  # share of the images in the val split
 

@@ -3,6 +3,7 @@
 from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler, StepOutput
 from .dpm_solver import DPMSolverScheduler
-from .sampling import sample
+from .sampling import SAMPLERS, make_sampler, sample
 
-__all__ = ["DDPMScheduler", "DDIMScheduler", "DPMSolverScheduler", "StepOutput", "sample"]
+__all__ = ["DDPMScheduler", "DDIMScheduler", "DPMSolverScheduler", "StepOutput", "SAMPLERS", "make_sampler",
+           "sample"]

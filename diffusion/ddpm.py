@@ -74,6 +74,14 @@ class DDPMScheduler:
         self.posterior_mean_coef_xt = posterior_mean_coef_xt.float()  # (T,)
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)  # [P7] T-1, ..., 0: all steps
 
+    @classmethod
+    def from_config(cls, cfg: dict, clip_sample: bool) -> "DDPMScheduler":
+        """The schedule a stage's config describes (num_train_timesteps, beta_start, beta_end,
+        beta_schedule, prediction_type); clip_sample True for pixels, False for latents."""
+        return cls(num_train_timesteps=cfg["num_train_timesteps"], beta_start=cfg["beta_start"],
+                   beta_end=cfg["beta_end"], beta_schedule=cfg["beta_schedule"],
+                   prediction_type=cfg["prediction_type"], clip_sample=clip_sample)
+
     def to(self, device) -> "DDPMScheduler":
         """Move every tensor to `device` (they are float32 or long: safe on MPS); returns self."""
         for name, value in vars(self).items():

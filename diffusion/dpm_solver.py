@@ -18,6 +18,8 @@ The first step has no history and is first order; so is the last one, to the cle
 (Lin et al. 2024) 20 steps give samples close to those of the full 1000-step chain.
 """
 
+import math
+
 import torch
 
 from .ddim import DDIMScheduler
@@ -41,10 +43,11 @@ class DPMSolverScheduler(DDIMScheduler):
         super().set_timesteps(num_inference_steps)
         self._history = None  # (timestep the next step must start from, x0_pred, h) of the last step
 
-    def log_snr_half(self, t: int) -> torch.Tensor:
-        """lambda_t = log(alpha_t / sigma_t) = 0.5 log(alpha_bar_t / (1 - alpha_bar_t))."""
-        alpha_bar = self.alpha_bar(t).double()
-        return 0.5 * (alpha_bar.log() - (1 - alpha_bar).log())
+    def log_snr_half(self, t: int) -> float:
+        """lambda_t = log(alpha_t / sigma_t) = 0.5 log(alpha_bar_t / (1 - alpha_bar_t)), a Python
+        float (double precision on the CPU, so nothing in float64 reaches the device)."""
+        alpha_bar = float(self.alpha_bar(t))
+        return 0.5 * (math.log(alpha_bar) - math.log(1 - alpha_bar))
 
     def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, eta: float = 0.0,
              generator: torch.Generator | None = None, prev_t: int | None = None) -> StepOutput:
@@ -62,9 +65,10 @@ class DPMSolverScheduler(DDIMScheduler):
             self._history = None
             return StepOutput(x0_pred, x0_pred)
 
-        alpha_bar_t, alpha_bar_s = self.alpha_bar(t).double(), self.alpha_bar(prev_t).double()
-        sigma_t, sigma_s = (1 - alpha_bar_t).sqrt(), (1 - alpha_bar_s).sqrt()
-        alpha_s = alpha_bar_s.sqrt()
+        # the step's scalars as Python floats, computed on the CPU in double precision
+        alpha_bar_t, alpha_bar_s = float(self.alpha_bar(t)), float(self.alpha_bar(prev_t))
+        sigma_t, sigma_s = math.sqrt(1 - alpha_bar_t), math.sqrt(1 - alpha_bar_s)
+        alpha_s = math.sqrt(alpha_bar_s)
         h = self.log_snr_half(prev_t) - self.log_snr_half(t)                # > 0: less noise at s
         if history is None:                                                  # first order
             D = x0_pred
@@ -72,6 +76,6 @@ class DPMSolverScheduler(DDIMScheduler):
             _, x0_previous, h_previous = history
             r = h_previous / h
             D = (1 + 1 / (2 * r)) * x0_pred - (1 / (2 * r)) * x0_previous
-        x_s = (sigma_s / sigma_t).float() * x_t - (alpha_s * torch.expm1(-h)).float() * D
+        x_s = (sigma_s / sigma_t) * x_t - (alpha_s * math.expm1(-h)) * D
         self._history = (prev_t, x0_pred, h)
         return StepOutput(x_s, x0_pred)

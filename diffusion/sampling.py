@@ -9,6 +9,31 @@ from tqdm import tqdm
 
 from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler
+from .dpm_solver import DPMSolverScheduler
+
+SAMPLERS = ("ddpm", "ddim", "dpm++")  # the names make_sampler takes
+
+
+def make_sampler(ddpm: DDPMScheduler, name: str, steps: int,
+                 spacing: str | None = None) -> DDPMScheduler:
+    """The scheduler that samples a model trained with `ddpm`'s schedule:
+
+    "ddpm":  DDPM's ancestral step over all T timesteps (steps and spacing are not used)
+    "ddim":  DDIM over `steps` timesteps, leading spacing unless `spacing` says otherwise
+    "dpm++": DPM-Solver++(2M) over `steps` timesteps, trailing spacing unless told otherwise
+    """
+    if name == "ddpm":
+        return ddpm
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
+    if not 0 < steps <= ddpm.num_train_timesteps:
+        raise ValueError(f"{steps} steps: expected 1 to {ddpm.num_train_timesteps}")
+    if name == "ddim":
+        scheduler = DDIMScheduler.from_ddpm(ddpm, spacing or "leading")
+    else:
+        scheduler = DPMSolverScheduler.from_ddpm(ddpm, spacing or "trailing")
+    scheduler.set_timesteps(steps)
+    return scheduler
 
 
 @torch.no_grad()

@@ -163,3 +163,43 @@ class SpatialTransformer(nn.Module):
         tokens = self.block(tokens, context, context_mask)              # (B, H*W, C)
         tokens = self.proj_out(tokens)                                  # (B, H*W, C)
         return x + tokens.transpose(1, 2).reshape(B, C, H, W)           # (B, C, H, W) residual
+
+
+class AttentionRecorder:
+    """Where each word looks: the cross-attention weights of the conditional branch, summed over
+    heads, layers and sampling steps, per image position and text token, at the latent
+    resolution. [P16]
+
+        recorder = AttentionRecorder(unet, batch=B, latent_hw=(h, w))   # switches recording on
+        ...after every model call: recorder.collect()
+        maps = recorder.maps()                                           # (B, L, h, w)
+        recorder.close()                                                 # the fused kernel again
+    """
+
+    def __init__(self, unet: nn.Module, batch: int, latent_hw: tuple[int, int]):
+        self.layers = [m.block.cross_attention for m in unet.modules()
+                       if isinstance(m, SpatialTransformer)]
+        for layer in self.layers:
+            layer.record = True   # the written-out attention that keeps its weights
+        self.batch, self.latent_hw, self.total, self.count = batch, latent_hw, None, 0
+
+    def collect(self) -> None:
+        """After a model call: add every layer's weights (the first `batch` rows: the
+        conditional branch of guidance)."""
+        h, w = self.latent_hw
+        for layer in self.layers:
+            weights = layer.last_weights[:self.batch].float().mean(1)    # (B, h_l*w_l, L) mean of heads
+            factor = round((h * w / weights.shape[1]) ** 0.5)            # this layer's downsampling
+            maps = weights.transpose(1, 2).reshape(self.batch, -1, h // factor, w // factor)
+            maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
+            self.total = maps if self.total is None else self.total + maps  # (B, L, h, w)
+            self.count += 1
+
+    def maps(self) -> torch.Tensor:
+        """(B, L, h, w): the mean over heads, layers and steps, on the CPU."""
+        return (self.total / self.count).cpu()
+
+    def close(self) -> None:
+        """Back to the fused attention kernel."""
+        for layer in self.layers:
+            layer.record, layer.last_weights = False, None

@@ -30,7 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.attention import Attention
-from models.vae import AutoencoderKL, ResnetBlock
+from models.tokenizer import Tokenizer
+from models.vae import AutoencoderKL, ResnetBlock, vae_from_state
+from training.checkpoints import load_checkpoint, load_weights
 
 MAX_LOGIT_SCALE = 100.0
 INIT_LOGIT_SCALE = 1 / 0.07
@@ -168,3 +170,41 @@ def encode_images(clip: CLIP, vae: AutoencoderKL, images: torch.Tensor,
     """Images (B, 3, H, W) in [-1, 1] -> unit vectors (B, E): the frozen autoencoder's encoder
     (posterior mean), the scale factor, then the image head and projection."""
     return clip.encode_latents(vae.encode(images).mean * scale_factor)
+
+
+# ---- Building a CLIP from a train_clip.py config, and loading its checkpoint --------------------
+
+def build_text_encoder(cfg: dict, tokenizer: Tokenizer) -> TextEncoder:
+    """The text encoder a train_clip.py config describes (text_width, text_layers, text_heads)."""
+    return TextEncoder(len(tokenizer), tokenizer.max_length, width=cfg["text_width"],
+                       num_layers=cfg["text_layers"], num_heads=cfg["text_heads"])
+
+
+def build_clip(cfg: dict, tokenizer: Tokenizer, latent_channels: int) -> CLIP:
+    """The CLIP a train_clip.py config describes, for latents with `latent_channels` channels."""
+    head = ImageHead(latent_channels, cfg["head_channels"], tuple(cfg["head_mult"]),
+                     width=cfg["text_width"])
+    return CLIP(build_text_encoder(cfg, tokenizer), head, embed_dim=cfg["embed_dim"])
+
+
+@dataclass
+class TrainedCLIP:
+    """A train_clip.py checkpoint, loaded: everything needed to embed images and texts."""
+    clip: CLIP                  # eval mode, frozen
+    tokenizer: Tokenizer        # the vocabulary it was trained with
+    vae: AutoencoderKL          # the frozen autoencoder whose latents the image side reads
+    scale_factor: float         # z * scale_factor has unit variance (train_vae.py)
+    config: dict                # train_clip.py's config
+    vae_config: dict            # train_vae.py's config
+    step: int                   # the optimizer steps it was trained for
+
+
+def load_clip(path, device="cpu") -> TrainedCLIP:
+    """A train_clip.py checkpoint -> TrainedCLIP, models on `device` in eval mode and frozen."""
+    state = load_checkpoint(path, kind="clip")
+    tokenizer = Tokenizer.from_state_dict(state["tokenizer"])
+    vae = vae_from_state(state["vae"], state["vae_config"], device)
+    clip = build_clip(state["config"], tokenizer, vae.latent_channels)
+    load_weights(clip, state["model"], f"checkpoint {path}")
+    return TrainedCLIP(clip.to(device).eval().requires_grad_(False), tokenizer, vae,
+                       state["scale_factor"], state["config"], state["vae_config"], state["step"])

@@ -225,3 +225,12 @@ class UNet(nn.Module):
                 h = self.upsamples[i](h)                           # (B, C_i, 2 H_i, 2 W_i)
 
         return self.out(h)                                         # (B, C_out, H, W)
+
+
+def build_unet(cfg: dict, in_channels: int, context_dim: int | None = None) -> UNet:
+    """The UNet a stage's config describes (train_unconditional.py: pixels, in_channels 3;
+    train_ldm.py: latents, with context_dim for text). Rebuilt from a checkpoint's "config"."""
+    return UNet(in_channels=in_channels, base_channels=cfg["base_channels"],
+                channel_mult=tuple(cfg["channel_mult"]), num_res_blocks=cfg["num_res_blocks"],
+                attention_levels=tuple(cfg["attention_levels"]), dropout=cfg["dropout"],
+                num_heads=cfg.get("num_heads", 4), context_dim=context_dim)

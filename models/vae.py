@@ -25,6 +25,8 @@ from torch import nn
 from diffusion.ddpm import gaussian_noise_like
 from models.attention import SpatialSelfAttention
 from models.unet import Downsample, Upsample
+from training.checkpoints import load_checkpoint, load_weights
+from training.errors import CheckpointError
 
 NUM_GROUPS = 32  # GroupNorm groups in every block: base_channels * each channel_mult must divide by it
 
@@ -188,3 +190,27 @@ class AutoencoderKL(nn.Module):
         """The weight of the decoder's final conv: the adaptive GAN weight compares the gradients
         of the reconstruction and GAN losses at this tensor (models/losses.py)."""
         return self.decoder.out[-1].weight
+
+
+def build_vae(cfg: dict) -> AutoencoderKL:
+    """The autoencoder a train_vae.py config describes (later stages rebuild it from a checkpoint)."""
+    return AutoencoderKL(base_channels=cfg["base_channels"], channel_mult=tuple(cfg["channel_mult"]),
+                         num_res_blocks=cfg["num_res_blocks"],
+                         latent_channels=cfg["latent_channels"], attention=cfg["attention"])
+
+
+def vae_from_state(weights: dict, cfg: dict, device="cpu") -> AutoencoderKL:
+    """A frozen autoencoder in eval mode from its weights and config (as checkpoints store them)."""
+    vae = build_vae(cfg)
+    load_weights(vae, weights, "the autoencoder")
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def load_vae(path, device="cpu") -> tuple[AutoencoderKL, float, dict]:
+    """A finished train_vae.py checkpoint -> (frozen autoencoder, scale_factor, config)."""
+    state = load_checkpoint(path, kind="vae")
+    if state.get("scale_factor") is None:
+        raise CheckpointError(f"checkpoint {path}: the autoencoder's training has not finished "
+                              "(no scale factor yet); finish it with train_vae.py --resume")
+    return vae_from_state(state["model"], state["config"], device), state["scale_factor"], \
+        state["config"]

@@ -171,11 +171,11 @@ def test_a_short_run_lifts_zero_shot_accuracy_above_chance(vae_run, tmp_path):
     for name in ("similarity.png", "zero_shot.png", "loss.png", "checkpoint.pt"):
         assert (out / name).is_file()
 
-    from train_clip import load_clip
+    from models.clip import load_clip
     loaded = load_clip(out / "checkpoint.pt")  # self-contained: tokenizer and autoencoder inside
     images = torch.zeros(2, 3, 32, 32)
     from models.clip import encode_images
-    vectors = encode_images(loaded["clip"], loaded["vae"], images, loaded["scale_factor"])
+    vectors = encode_images(loaded.clip, loaded.vae, images, loaded.scale_factor)
     assert torch.allclose(vectors.norm(dim=-1), torch.ones(2), atol=1e-5)
 
 

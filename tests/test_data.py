@@ -11,7 +11,7 @@ from PIL import Image
 
 from data import DataError, load_dataset
 from data import cache as cache_module
-from data.cache import load_square_image
+from data.images import load_square_image
 from data.celeba import CELEBA_ATTRIBUTES, read_attributes
 
 

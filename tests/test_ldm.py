@@ -177,10 +177,10 @@ def test_a_self_contained_checkpoint_samples_with_the_other_files_gone(ldm_run, 
 
 def test_the_prompt_reaches_the_prediction_of_a_trained_checkpoint(ldm_run):
     """Through the saved text encoder and UNet: guidance 0 ignores the prompt, guidance 5 not."""
-    from train_ldm import load_ldm
-    ldm = load_ldm(ldm_run / "checkpoint.pt")
-    text, unet = ldm["text"], ldm["unet"]
-    z = torch.randn(1, *ldm["latent_shape"], generator=torch.Generator().manual_seed(0))
+    from diffusion.pipeline import load_text_to_image
+    pipe = load_text_to_image(ldm_run / "checkpoint.pt")
+    text, unet = pipe.text, pipe.unet
+    z = torch.randn(1, *pipe.latent_shape, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([300])
     uncond = text([""], "cpu")
     with torch.no_grad():

@@ -139,8 +139,8 @@ def test_two_processes_under_ddp_end_with_identical_weights(tmp_path, cache_dir)
 
 def test_vae_run_saves_an_autoencoder_that_round_trips_with_its_scale_factor(tmp_path, cache_dir):
     from data import load_dataset
-    from diffusion.training import load_checkpoint
-    from train_vae import build_vae
+    from models.vae import build_vae
+    from training.checkpoints import load_checkpoint
 
     out = tmp_path / "vae"
     result = run(["train_vae.py", "--preset", "cpu", "--data", "synthetic:64", "--image-size", "32",

@@ -1,4 +1,4 @@
-"""The shared training plumbing: config parsing, data order, EMA, atomic checkpoints, safe loads."""
+"""The shared training plumbing (training/): config parsing, data order, EMA, atomic checkpoints, safe loads."""
 
 import argparse
 import json
@@ -7,9 +7,14 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from diffusion import training
-from diffusion.training import (EMA, BatchSampler, CheckpointError, ConfigError, MetricLogger,
-                                load_checkpoint, opt, parse_config, save_checkpoint)
+from training import device as devices
+from training import optim, randomness, speed
+from training.batches import BatchSampler
+from training.checkpoints import load_checkpoint, save_checkpoint
+from training.config import opt, parse_config
+from training.ema import EMA
+from training.errors import CheckpointError, ConfigError
+from training.logger import MetricLogger
 
 
 @dataclass
@@ -73,11 +78,11 @@ def test_ema_follows_the_closed_form():
 def test_checkpoint_roundtrip_and_kind(tmp_path):
     path = tmp_path / "ckpt.pt"
     state = {"kind": "ddpm", "step": 3, "config": {"a": (1, 2)}, "w": torch.arange(4.0),
-             "rng": [training.rng_state(torch.device("cpu"))]}
+             "rng": [randomness.rng_state(torch.device("cpu"))]}
     save_checkpoint(path, state)
     loaded = load_checkpoint(path, kind="ddpm")
     assert loaded["step"] == 3 and torch.equal(loaded["w"], torch.arange(4.0))
-    training.set_rng_state(loaded["rng"][0], torch.device("cpu"))  # survives weights_only
+    randomness.set_rng_state(loaded["rng"][0], torch.device("cpu"))  # survives weights_only
     with pytest.raises(CheckpointError, match="is a 'ddpm' checkpoint, expected 'vae'"):
         load_checkpoint(path, kind="vae")
     with pytest.raises(CheckpointError, match="no such file"):
@@ -133,12 +138,12 @@ def test_metric_logger_drops_lines_after_the_resumed_step(tmp_path):
 def test_precision_and_device_errors():
     cpu = torch.device("cpu")
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
-        training.autocast(cpu, "fp16")
+        devices.autocast(cpu, "fp16")
     with pytest.raises(ConfigError, match="--precision 'fp8'"):
-        training.autocast(cpu, "fp8")
+        devices.autocast(cpu, "fp8")
     with pytest.raises(ConfigError, match="--device 'gpu0'"):
-        training.pick_device("gpu0")
-    with training.autocast(cpu, "bf16"):
+        devices.pick_device("gpu0")
+    with devices.autocast(cpu, "bf16"):
         y = torch.nn.Linear(4, 4)(torch.randn(2, 4))
     assert y.dtype == torch.bfloat16
 
@@ -160,7 +165,7 @@ def test_fused_adam_takes_the_same_steps_as_the_loop(optimizer_class):
     twin = torch.nn.Linear(4, 3)
     twin.load_state_dict(model.state_dict())
     start = torch.cat([p.detach().flatten() for p in model.parameters()])
-    fused = training.make_adam(optimizer_class, model.parameters(), lr=1e-2, weight_decay=0.1)
+    fused = optim.make_adam(optimizer_class, model.parameters(), lr=1e-2, weight_decay=0.1)
     plain = optimizer_class(twin.parameters(), lr=1e-2, weight_decay=0.1)
     version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
     if version >= (2, 4):
@@ -174,9 +179,9 @@ def test_loading_optimizer_state_keeps_this_runs_kernel():
     model = torch.nn.Linear(4, 3)
     saved = torch.optim.Adam(model.parameters(), lr=1e-2)  # the unfused loop wrote this state
     _adam_run(saved, model)
-    current = training.make_adam(torch.optim.Adam, model.parameters(), lr=1e-2)
+    current = optim.make_adam(torch.optim.Adam, model.parameters(), lr=1e-2)
     kernel = current.param_groups[0]["fused"]
-    training.load_optimizer_state(current, saved.state_dict())
+    optim.load_optimizer_state(current, saved.state_dict())
     assert current.param_groups[0]["fused"] == kernel
     for p in model.parameters():
         assert torch.equal(current.state[p]["exp_avg"], saved.state[p]["exp_avg"])
@@ -185,8 +190,8 @@ def test_loading_optimizer_state_keeps_this_runs_kernel():
 def test_compile_clock_reports_the_first_step_beyond_the_later_ones(monkeypatch):
     # steps of 5.0 s (compiling), then 0.1 s each
     clock_times = iter([100.0, 105.0] + [105.0 + 0.1 * k for k in range(1, 20)])
-    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock_times))
-    clock = training.CompileClock(torch.device("cpu"), window=3)
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: next(clock_times))
+    clock = speed.CompileClock(torch.device("cpu"), window=3)
     lines = [clock.tick() for _ in range(6)]
     assert lines[:3] == [None] * 3 and lines[4:] == [None, None]
     assert clock.compile_seconds == pytest.approx(4.9)
@@ -196,8 +201,8 @@ def test_compile_clock_reports_the_first_step_beyond_the_later_ones(monkeypatch)
 def test_input_clock_reports_the_share_of_each_window(monkeypatch):
     # two batches prepared in 0.5 s each, inside a 4 s window; then a fresh window
     readings = iter([10.0, 10.5, 12.0, 12.5, 20.0, 20.25])
-    monkeypatch.setattr(training.time, "perf_counter", lambda: next(readings))
-    clock = training.InputClock()
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: next(readings))
+    clock = speed.InputClock()
     for _ in range(2):
         clock.start()
         clock.stop()

@@ -1,0 +1,74 @@
+"""Pictures a run writes: image grids, the loss curves, and cross-attention maps per word."""
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> None:
+    """Save a (B, 3, H, W) batch in [-1, 1] as one PNG grid."""
+    from torchvision.utils import save_image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
+    save_image((images.float().clamp(-1, 1) + 1) / 2, path, nrow=nrow, padding=1)
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no window
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_metrics(rows: list[dict], path: str | Path) -> None:
+    """One panel per metric of metrics.jsonl's rows against the step (log scale for losses)."""
+    names = sorted({k for row in rows for k in row if k not in ("step", "time")})
+    if not names:
+        return
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(names), 1, figsize=(6, 2.2 * len(names)), sharex=True,
+                             squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        points = [(r["step"], r[name]) for r in rows if name in r]
+        ax.plot(*zip(*points), lw=1)
+        ax.set_ylabel(name)
+        if name.startswith("loss") and all(v > 0 for _, v in points):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def save_attention_figure(path: Path, images: torch.Tensor, maps: torch.Tensor, prompts: list[str],
+                          tokenizer) -> None:
+    """[P16] One row per prompt: the image, then each word's cross-attention map over it.
+    images (P, 3, H, W) in [-1, 1]; maps (P, L, h, w) from models.attention.AttentionRecorder."""
+    from models.tokenizer import split_words
+
+    plt = _pyplot()
+    rows = [(i, ["<bos>"] + split_words(p)[:tokenizer.max_length - 2] + ["<eos>"])
+            for i, p in enumerate(prompts)]
+    cols = 1 + max(len(words) for _, words in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols, 1.45 * len(rows)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (i, words) in enumerate(rows):
+        picture = ((images[i].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()  # (H, W, 3)
+        axes[r, 0].imshow(picture)
+        axes[r, 0].set_title(prompts[i] if len(prompts[i]) < 60 else prompts[i][:57] + "...",
+                             fontsize=6, loc="left")
+        for j, word in enumerate(words):
+            heat = F.interpolate(maps[i, j][None, None], size=picture.shape[:2], mode="bilinear",
+                                 align_corners=False)[0, 0]                       # (H, W)
+            axes[r, j + 1].imshow(picture)
+            axes[r, j + 1].imshow((heat / heat.max().clamp(min=1e-8)).numpy(), cmap="jet",
+                                  alpha=0.5, vmin=0, vmax=1)
+            axes[r, j + 1].set_title(word, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
