@@ -3,7 +3,8 @@
     python benchmarks/bench_models.py                       # CPU presets and laptop-GPU defaults
     python benchmarks/bench_models.py --configs cpu --precision bf16
 
-For each model, at a stage script's CPU preset and at its laptop-GPU default, it prints one row:
+For each model, at a stage script's CPU preset and at its laptop-GPU default (as copied into
+CONFIGS below), it prints one row:
 parameters, forward GFLOPs per item (torch.utils.flop_counter), training items/s of the step the
 script takes (forward, backward, optimizer; the autoencoder row is the reconstruction + KL part
 of its step, without the perceptual and GAN terms), the achieved GFLOP/s, the GFLOP/s of a plain
@@ -17,7 +18,6 @@ bench_unet.py, with the sampling speeds.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -27,24 +27,50 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (compiled_twin, conv_reference, count_gflop, machine,  # noqa: E402
                                matmul_reference, paired_seconds, peak_memory_mb)
-from diffusion.training import autocast, make_adam, pick_device  # noqa: E402
-from models.clip import clip_loss  # noqa: E402
+from models.clip import build_clip, clip_loss  # noqa: E402
 from models.tokenizer import Tokenizer  # noqa: E402
-import train_clip  # noqa: E402
-import train_ldm  # noqa: E402
-import train_vae  # noqa: E402
+from models.unet import build_unet  # noqa: E402
+from models.vae import build_vae  # noqa: E402
+from training.device import autocast, pick_device  # noqa: E402
+from training.optim import make_adam  # noqa: E402
 
 VOCABULARY, MAX_LENGTH = 77, 41  # the synthetic captions' tokenizer (train_clip.py, cpu preset)
 # A batch of 64 synthetic captions is padded to its longest, about 27 tokens; 14 are real on average.
 CONTEXT, REAL_TOKENS = 28, 14
 
 
-def config_of(module, name: str) -> dict:
-    cfg = module.Config()
-    if name != "default":
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in module.PRESETS[name].items()
-                                          if not k.startswith("_")})
-    return dataclasses.asdict(cfg)
+# The models that are timed, per stage: the architecture and batch of each stage script's Config
+# defaults ("default", sized for a laptop GPU) and of its PRESETS["cpu"] (vae: train_vae.py,
+# clip: train_clip.py, ldm: train_ldm.py). They mirror the scripts' values (benchmarks must not
+# import a stage script); tests/test_benchmarks.py checks that every value here equals the
+# script's, so a change there fails the tests until it is copied here.
+CONFIGS = {
+    "vae": {
+        "default": dict(image_size=128, batch_size=16, base_channels=64, channel_mult=(1, 2, 4),
+                        num_res_blocks=2, latent_channels=3, attention=True),
+        "cpu": dict(image_size=64, batch_size=16, base_channels=32, channel_mult=(1, 2, 2),
+                    num_res_blocks=1, latent_channels=3, attention=True),
+    },
+    "clip": {
+        "default": dict(batch_size=256, text_width=256, text_layers=4, text_heads=4,
+                        head_channels=64, head_mult=(1, 2, 4), embed_dim=256),
+        "cpu": dict(batch_size=128, text_width=128, text_layers=3, text_heads=4,
+                    head_channels=32, head_mult=(1, 2, 4), embed_dim=128),
+    },
+    "ldm": {
+        "default": dict(batch_size=128, base_channels=128, channel_mult=(1, 2, 2),
+                        num_res_blocks=2, attention_levels=(1, 2), num_heads=4, dropout=0.0,
+                        num_train_timesteps=1000),
+        "cpu": dict(batch_size=64, base_channels=32, channel_mult=(1, 2, 4),
+                    num_res_blocks=1, attention_levels=(1, 2), num_heads=4, dropout=0.0,
+                    num_train_timesteps=1000),
+    },
+}
+
+
+def config_of(model: str, name: str) -> dict:
+    """CONFIGS[model][name]: one stage's configuration ("default" or "cpu"), as a config dict."""
+    return CONFIGS[model][name]
 
 
 def measure(name, model, make_step, forward_one, batch, conv_shape, device, args) -> dict:
@@ -77,8 +103,8 @@ def measure(name, model, make_step, forward_one, batch, conv_shape, device, args
 
 
 def bench_vae(config: str, device, args) -> dict:
-    cfg = config_of(train_vae, config)
-    vae = train_vae.build_vae(cfg).to(device)
+    cfg = config_of("vae", config)
+    vae = build_vae(cfg).to(device)
     optimizer = make_adam(torch.optim.Adam, vae.parameters(), lr=1e-4)
     batch, size = cfg["batch_size"], cfg["image_size"]
     x = torch.randn(batch, 3, size, size, device=device)
@@ -98,13 +124,13 @@ def bench_vae(config: str, device, args) -> dict:
 
 
 def bench_clip(config: str, device, args) -> dict:
-    cfg = config_of(train_clip, config)
-    vae_cfg = config_of(train_vae, config)
+    cfg = config_of("clip", config)
+    vae_cfg = config_of("vae", config)
     factor = 2 ** (len(vae_cfg["channel_mult"]) - 1)
     latent = vae_cfg["image_size"] // factor
     tokenizer = Tokenizer(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(
         VOCABULARY - 4)], MAX_LENGTH)
-    clip = train_clip.build_clip(cfg, tokenizer, vae_cfg["latent_channels"]).to(device)
+    clip = build_clip(cfg, tokenizer, vae_cfg["latent_channels"]).to(device)
     optimizer = make_adam(torch.optim.AdamW, clip.parameters(), lr=1e-4)
     batch = cfg["batch_size"]
     z = torch.randn(batch, vae_cfg["latent_channels"], latent, latent, device=device)
@@ -126,12 +152,12 @@ def bench_clip(config: str, device, args) -> dict:
 
 
 def bench_ldm(config: str, device, args) -> dict:
-    cfg = config_of(train_ldm, config)
-    vae_cfg = config_of(train_vae, config)
-    clip_cfg = config_of(train_clip, config)
+    cfg = config_of("ldm", config)
+    vae_cfg = config_of("vae", config)
+    clip_cfg = config_of("clip", config)
     latent = vae_cfg["image_size"] // 2 ** (len(vae_cfg["channel_mult"]) - 1)
     C, D = vae_cfg["latent_channels"], clip_cfg["text_width"]
-    unet = train_ldm.build_unet(cfg, C, D).to(device)
+    unet = build_unet(cfg, C, D).to(device)
     optimizer = make_adam(torch.optim.AdamW, unet.parameters(), lr=1e-4)
     batch = cfg["batch_size"]
     z = torch.randn(batch, C, latent, latent, device=device)
@@ -156,6 +182,7 @@ def bench_ldm(config: str, device, args) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["cpu", "default"],
+                        choices=("default", "cpu"),
                         help="'default' (laptop GPU) and/or 'cpu' (the stage scripts' CPU presets)")
     parser.add_argument("--models", nargs="+", default=["vae", "clip", "ldm"],
                         choices=("vae", "clip", "ldm"))

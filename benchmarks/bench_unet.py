@@ -3,7 +3,8 @@
     python benchmarks/bench_unet.py                       # CPU preset and laptop-GPU default
     python benchmarks/bench_unet.py --configs cpu --precision bf16 --channels-last
 
-For each configuration of train_unconditional.py it prints: parameters, forward GFLOPs per image
+For each configuration of train_unconditional.py (its laptop-GPU default and its CPU preset,
+as copied into CONFIGS below) it prints: parameters, forward GFLOPs per image
 (torch.utils.flop_counter), training images/s (forward, backward and Adam step), the achieved
 GFLOP/s, the GFLOP/s of a plain 3x3 conv2d of the same width, batch and resolution (forward and
 backward, timed in alternation with the step: benchmarks/common.py) and the ratio of the two,
@@ -14,7 +15,6 @@ every one of its steps costs the same network call (the table says so).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -24,19 +24,37 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (compiled_twin, conv_reference, count_gflop, machine,  # noqa: E402
                                matmul_reference, paired_seconds, peak_memory_mb, timed)
-from diffusion import DDIMScheduler, sample  # noqa: E402
-from diffusion.training import autocast, make_adam, pick_device  # noqa: E402
-from train_unconditional import PRESETS, Config, build_scheduler, build_unet  # noqa: E402
+from diffusion import DDIMScheduler, DDPMScheduler, sample  # noqa: E402
+from models.unet import build_unet  # noqa: E402
+from training.device import autocast, pick_device  # noqa: E402
+from training.optim import make_adam  # noqa: E402
+
+# The pixel UNets that are timed: the architecture, schedule and batch of train_unconditional.py's
+# Config defaults ("default", sized for a laptop GPU) and of its PRESETS["cpu"]. They mirror the
+# script's values (benchmarks must not import a stage script); tests/test_benchmarks.py checks
+# that every value here equals the script's, so a change there fails the tests until it is
+# copied here.
+CONFIGS = {
+    "default": dict(image_size=32, batch_size=128,
+                    base_channels=96, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
+                    attention_levels=(1, 2), dropout=0.1,
+                    num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                    beta_schedule="linear", prediction_type="epsilon"),
+    "cpu": dict(image_size=32, batch_size=32,
+                base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                attention_levels=(2,), dropout=0.0,
+                num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                beta_schedule="linear", prediction_type="epsilon"),
+}
 
 
-def bench(name: str, cfg: Config, device, args) -> dict:
-    config = dataclasses.asdict(cfg)
+def bench(name: str, config: dict, device, args) -> dict:
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = build_unet(config).to(device, memory_format=memory_format)
+    model = build_unet(config, in_channels=3).to(device, memory_format=memory_format)
     optimizer = make_adam(torch.optim.Adam, model.parameters(), lr=1e-4)  # as the script
-    batch, size = cfg.batch_size, cfg.image_size
+    batch, size = config["batch_size"], config["image_size"]
     x0 = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
-    t = torch.randint(0, cfg.num_train_timesteps, (batch,), device=device)
+    t = torch.randint(0, config["num_train_timesteps"], (batch,), device=device)
 
     forward_gflop = count_gflop(lambda: model(x0[:1], t[:1]))  # per image
 
@@ -57,8 +75,8 @@ def bench(name: str, cfg: Config, device, args) -> dict:
         others = (compiled_step,)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    conv_step, conv_gflop = conv_reference(cfg.base_channels, size, batch, device, args.precision,
-                                           memory_format)
+    conv_step, conv_gflop = conv_reference(config["base_channels"], size, batch, device,
+                                           args.precision, memory_format)
     step_s, conv_s, *compiled_s = paired_seconds(train_step, conv_step, device, args.repeats,
                                                  others=others)
     conv = conv_gflop / conv_s
@@ -73,7 +91,7 @@ def bench(name: str, cfg: Config, device, args) -> dict:
     model.eval()
     n = args.sample_batch
     x_T = torch.randn(n, 3, size, size, device=device)
-    scheduler = build_scheduler(config).to(device)
+    scheduler = DDPMScheduler.from_config(config, clip_sample=True).to(device)  # pixels
 
     def model_fn(x_t, t_batch):
         with autocast(device, args.precision):
@@ -98,8 +116,9 @@ def bench(name: str, cfg: Config, device, args) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", nargs="+", default=["cpu", "default"],
-                        help="'default' (laptop GPU) and/or preset names of train_unconditional.py")
+    parser.add_argument("--configs", nargs="+", default=["cpu", "default"], choices=tuple(CONFIGS),
+                        help="'default' (laptop GPU) and/or 'cpu' (train_unconditional.py's CPU "
+                             "preset)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--channels-last", action="store_true")
@@ -117,9 +136,7 @@ def main():
 
     rows = []
     for name in args.configs:
-        cfg = Config() if name == "default" else dataclasses.replace(
-            Config(), **{k: v for k, v in PRESETS[name].items() if not k.startswith("_")})
-        rows.append(bench(name, cfg, device, args))
+        rows.append(bench(name, CONFIGS[name], device, args))
     matmul = matmul_reference(device, args.precision, args.repeats)
 
     print(f"{machine(device)}, precision {args.precision}, channels_last {args.channels_last}, "

@@ -20,7 +20,8 @@ import torch
 import torch.utils.flop_counter as flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffusion.training import autocast, maybe_compile, synchronize
+from training.device import autocast, synchronize
+from training.speed import maybe_compile
 
 aten = torch.ops.aten
 

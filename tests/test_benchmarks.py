@@ -1,12 +1,17 @@
-"""The benchmarks' arithmetic: FLOP counts against closed forms, and the paired timer."""
+"""The benchmarks' arithmetic: FLOP counts against closed forms, and the paired timer; and the
+benchmarks' copies of the stage scripts' configurations against the scripts."""
 
+import dataclasses
+import importlib
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import bench_models, bench_unet  # noqa: E402
 from benchmarks.common import conv_reference, count_gflop, paired_seconds  # noqa: E402
 
 
@@ -43,3 +48,31 @@ def test_paired_seconds_times_each_side_in_the_same_rounds():
     assert calls["step"] == 1 + 1 + 4  # warm-up, calibration, rounds
     assert calls["twin"] == 1 + 4
     assert calls["reference"] >= 1 + 3 + 4  # at least once per round
+
+
+# (benchmark table, stage script it copies): the benchmarks may not import a stage script, so they
+# hold their own copies of the Config defaults and presets they time; a test may import the script.
+COPIES = [(bench_unet.CONFIGS, "train_unconditional"),
+          (bench_models.CONFIGS["vae"], "train_vae"),
+          (bench_models.CONFIGS["clip"], "train_clip"),
+          (bench_models.CONFIGS["ldm"], "train_ldm")]
+
+
+@pytest.mark.parametrize("table, script", COPIES, ids=[script for _, script in COPIES])
+def test_benchmark_configs_match_the_stage_scripts(table, script):
+    """Every value of a benchmark's table equals the script's: "default" its Config() defaults,
+    any other name that preset of its PRESETS applied to them (as parse_config applies it)."""
+    module = importlib.import_module(script)
+    assert set(table) == {"default", "cpu"}
+    for name, values in table.items():
+        cfg = module.Config()
+        if name != "default":
+            assert name in module.PRESETS, f"{script}.py has no preset {name!r}"
+            cfg = dataclasses.replace(cfg, **{k: v for k, v in module.PRESETS[name].items()
+                                              if not k.startswith("_")})
+        expected = dataclasses.asdict(cfg)
+        for key, value in values.items():
+            assert key in expected, f"{script}.Config has no field {key!r}"
+            assert (type(value), value) == (type(expected[key]), expected[key]), (
+                f"{script}.py {name} {key} = {expected[key]!r}, but the benchmark's copy says "
+                f"{value!r}: update the table")

@@ -96,7 +96,7 @@ def check_resume(cfg, saved: dict, path: Path) -> list[str]:
                               f"{flag(field.name)} {show(old)}, which cannot change on --resume "
                               "(give the checkpoint's value, or start a new run in another --out)")
         changed.append(field.name)
-    return changed
+    return sorted(changed)
 
 
 def resume_state(run: Run, kind: str) -> dict | None:

@@ -16,7 +16,7 @@ clip_zero_shot.png: zero-shot accuracy and balanced accuracy per attribute on th
 held-out images (models/clip_eval.zero_shot_accuracy: is the image closer to its full caption with
 the attribute or without it?), as a bar chart (models/clip_eval.plot_zero_shot).
 
-Everything comes from RUN/checkpoint.pt (train_clip.load_clip: the CLIP, its tokenizer and the
+Everything comes from RUN/checkpoint.pt (models.clip.load_clip: the CLIP, its tokenizer and the
 frozen autoencoder) and the held-out latent cache next to the autoencoder's checkpoint that the
 run's config names (<vae folder>/latents_val.pt, written by train_vae.py). These are the
 evaluations train_clip.py runs at its end, redrawn from the saved files alone.
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-from diffusion.training import ConfigError
+from data import DataError
+from data.latents import load_latents
 from docs.figures.common import FIGURES, compact_png
+from models.clip import load_clip
 from models.clip_eval import (caption_keys, embed_latents, embed_texts, plot_similarity,
                               plot_zero_shot, zero_shot_accuracy)
-from train_clip import load_clip
-from train_vae import load_latents
 
 
 @torch.no_grad()
@@ -47,12 +47,12 @@ def main() -> None:
 
     checkpoint_path = Path(args.run) / "checkpoint.pt"
     loaded = load_clip(checkpoint_path)                       # models in eval mode, on the CPU
-    clip, tokenizer, vae = loaded["clip"], loaded["tokenizer"], loaded["vae"]
-    scale_factor = loaded["scale_factor"]
-    step = loaded["step"]
+    clip, tokenizer, vae = loaded.clip, loaded.tokenizer, loaded.vae
+    scale_factor = loaded.scale_factor
+    step = loaded.step
     try:
-        held_out = load_latents(loaded["config"]["vae"], "val", scale_factor)
-    except ConfigError as error:
+        held_out = load_latents(loaded.config["vae"], "val", scale_factor)
+    except DataError as error:  # no latent cache, or another autoencoder's
         raise SystemExit(f"error: {error}") from None
     names, attributes = held_out["attribute_names"], held_out["attributes"]
     out_dir = Path(args.out_dir)

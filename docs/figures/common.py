@@ -13,10 +13,11 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from data.synthetic import draw_face, sample_attributes  # noqa: E402
-from diffusion import DDIMScheduler  # noqa: E402
-from diffusion.training import CheckpointError, load_checkpoint  # noqa: E402
-from train_ldm import generate, load_ldm  # noqa: E402
-from train_unconditional import build_scheduler, build_unet  # noqa: E402
+from diffusion.pipeline import (TextToImage, generate, load_text_to_image,  # noqa: E402
+                                pixel_model_from_state)
+from diffusion.sampling import make_sampler  # noqa: E402
+from training.checkpoints import load_checkpoint  # noqa: E402
+from training.errors import CheckpointError  # noqa: E402
 
 FIGURES = Path(__file__).parent  # docs/figures/
 
@@ -34,37 +35,34 @@ def synthetic_faces(seeds, size: int = 32) -> torch.Tensor:
 
 
 def load_ema_model(ckpt: str):
-    """The EMA UNet (eval mode, CPU), the DDPMScheduler and the config of a stage-1 checkpoint."""
+    """The EMA UNet (eval mode, CPU), the DDPMScheduler (x0_pred clipped to [-1, 1], as for
+    pixels) and the config of a stage-1 checkpoint (diffusion.pipeline.pixel_model_from_state)."""
     checkpoint = load_checkpoint(ckpt, kind="ddpm")
-    config = checkpoint["config"]
-    model = build_unet(config).eval()
-    model.load_state_dict(checkpoint["ema"]["model"])
-    scheduler = build_scheduler(config, clip_sample=True)  # pixels: clip x0_pred to [-1, 1]
-    return model, scheduler, config
+    model, scheduler = pixel_model_from_state(checkpoint)
+    return model, scheduler, checkpoint["config"]
 
 
-def load_text_model(ckpt: str) -> dict:
-    """train_ldm.load_ldm() of a text-conditioned checkpoint (EMA weights, CPU, eval mode), or a
-    one-line exit for a missing file or an unconditional model."""
+def load_text_model(ckpt: str) -> TextToImage:
+    """diffusion.pipeline.load_text_to_image() of a text-conditioned checkpoint (EMA weights, CPU,
+    eval mode), or a one-line exit for a missing file or an unconditional model."""
     try:
-        ldm = load_ldm(ckpt)
+        pipe = load_text_to_image(ckpt)
     except CheckpointError as error:
         raise SystemExit(f"error: {error}") from None
-    if ldm["text"] is None:
+    if pipe.text is None:
         raise SystemExit(f"error: {ckpt} is an unconditional model (train_ldm.py --clip ''): it "
                          "takes no prompt and has no cross-attention")
-    return ldm
+    return pipe
 
 
-def sample_text_to_image(ldm: dict, prompts: list[str], seeds: list[int], guidance: float,
+def sample_text_to_image(pipe: TextToImage, prompts: list[str], seeds: list[int], guidance: float,
                          steps: int = 50, recorder=None) -> torch.Tensor:
-    """One image per (prompt, seed) from a train_ldm.load_ldm() dict, as sample.py makes it
-    (train_ldm.generate, DDIM at eta 0): `python sample.py --ckpt ... --prompt P --seed s --n 1`
-    gives the same image. recorder: a sample.AttentionRecorder on ldm["unet"].
+    """One image per (prompt, seed) from a TextToImage, as sample.py makes it
+    (diffusion.pipeline.generate, DDIM at eta 0): `python sample.py --ckpt ... --prompt P --seed s
+    --n 1` gives the same image. recorder: a models.attention.AttentionRecorder on pipe.unet.
     Returns images (N, 3, S, S) on the CPU, not clamped."""
-    scheduler = DDIMScheduler.from_ddpm(ldm["scheduler"])
-    scheduler.set_timesteps(steps)
-    return generate(ldm, prompts, seeds, guidance, scheduler, recorder=recorder)
+    scheduler = make_sampler(pipe.scheduler, "ddim", steps)  # leading spacing, as sample.py's ddim
+    return generate(pipe, prompts, seeds, guidance, scheduler, recorder=recorder)
 
 
 def save_image_grid(images: torch.Tensor, path: Path, row_labels: list[str],

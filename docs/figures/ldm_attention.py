@@ -6,10 +6,11 @@
 
 writes docs/figures/ldm_attention.png: one row per seed (0..3, top to bottom), each the generated
 image followed by one panel per token (<bos>, the prompt's words, <eos>) with that token's
-cross-attention map over the image. The maps are sample.py --attention-maps' (AttentionRecorder,
-save_attention_figure): at every DDIM step and every cross-attention layer, the weight each latent
-position gives to the token, from the conditional branch of guidance only, averaged over heads,
-bilinearly resized to the latent grid, then averaged over layers and steps. Each panel is scaled
+cross-attention map over the image. The maps are sample.py --attention-maps'
+(models.attention.AttentionRecorder, training.plots.save_attention_figure): at every DDIM step
+and every cross-attention layer, the weight each latent position gives to the token, from the
+conditional branch of guidance only, averaged over heads, bilinearly resized to the latent grid,
+then averaged over layers and steps. Each panel is scaled
 to its own maximum, so colours compare positions within a panel, not tokens with each other.
 Images are drawn as in ldm_prompt_grid (DDIM 50 steps, eta 0, the model's guidance, seed j's noise),
 so row j equals `python sample.py --ckpt CKPT --prompt PROMPT --seed j --n 1`.
@@ -19,7 +20,8 @@ import argparse
 from pathlib import Path
 
 from docs.figures.common import FIGURES, compact_png, load_text_model, sample_text_to_image
-from sample import AttentionRecorder, save_attention_figure
+from models.attention import AttentionRecorder
+from training.plots import save_attention_figure
 
 
 def main() -> None:
@@ -34,17 +36,17 @@ def main() -> None:
     parser.add_argument("--out-dir", default=str(FIGURES), help="where ldm_attention.png goes")
     args = parser.parse_args()
 
-    ldm = load_text_model(args.ckpt)                           # EMA weights, CPU, eval mode
-    guidance = ldm["config"]["guidance"] if args.guidance is None else args.guidance
+    pipe = load_text_model(args.ckpt)                          # EMA weights, CPU, eval mode
+    guidance = pipe.config["guidance"] if args.guidance is None else args.guidance
     seeds = list(range(args.seeds))
     prompts = [args.prompt] * len(seeds)
-    _, h, w = ldm["latent_shape"]
-    recorder = AttentionRecorder(ldm["unet"], len(seeds), (h, w))
-    images = sample_text_to_image(ldm, prompts, seeds, guidance, args.steps, recorder)
+    _, h, w = pipe.latent_shape
+    recorder = AttentionRecorder(pipe.unet, len(seeds), (h, w))
+    images = sample_text_to_image(pipe, prompts, seeds, guidance, args.steps, recorder)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "ldm_attention.png"
-    save_attention_figure(path, images, recorder.maps(), prompts, ldm["text"].tokenizer)
+    save_attention_figure(path, images, recorder.maps(), prompts, pipe.text.tokenizer)
     compact_png(path)
     print(f"  rows: seeds {seeds[0]}..{seeds[-1]}; guidance {guidance:g}, DDIM {args.steps} steps; "
           f"{len(recorder.layers)} cross-attention layers x {args.steps} steps averaged")

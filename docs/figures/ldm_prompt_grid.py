@@ -4,22 +4,22 @@
     python train_ldm.py --preset cpu                     # writes runs/ldm_cpu
     python -m docs.figures.ldm_prompt_grid --ckpt runs/ldm_cpu/checkpoint.pt
 
-writes docs/figures/ldm_prompt_grid.png. Rows are the 8 validation prompts of train_ldm.py
-(VALIDATION_PROMPTS), written at the left; columns are the seeds 0..7. Every image is drawn as
-sample.py draws it (docs.figures.common.sample_text_to_image): the EMA weights, DDIM with 50 steps
-at eta 0, classifier-free guidance at the scale the model was trained to show (its config's
-`guidance`, train_ldm --guidance) against the empty prompt, x_T of seed j from
-torch.Generator().manual_seed(j), then z_0 / scale_factor through the decoder. So row i equals
-`python sample.py --ckpt CKPT --prompt "<prompt i>" --n 8`, and within a column every prompt starts
-from the same noise: what changes along a column is the text alone.
+writes docs/figures/ldm_prompt_grid.png. Rows are the 8 validation prompts that train_ldm.py
+draws its grids with (data.captions.VALIDATION_PROMPTS), written at the left; columns are the
+seeds 0..7. Every image is drawn as sample.py draws it (docs.figures.common.sample_text_to_image):
+the EMA weights, DDIM with 50 steps at eta 0, classifier-free guidance at the scale the model was
+trained to show (its config's `guidance`, train_ldm --guidance) against the empty prompt, x_T of
+seed j from torch.Generator().manual_seed(j), then z_0 / scale_factor through the decoder. So
+row i equals `python sample.py --ckpt CKPT --prompt "<prompt i>" --n 8`, and within a column
+every prompt starts from the same noise: what changes along a column is the text alone.
 """
 
 import argparse
 import textwrap
 from pathlib import Path
 
+from data.captions import VALIDATION_PROMPTS
 from docs.figures.common import FIGURES, load_text_model, sample_text_to_image, save_image_grid
-from train_ldm import VALIDATION_PROMPTS
 
 
 def main() -> None:
@@ -34,16 +34,16 @@ def main() -> None:
     parser.add_argument("--out-dir", default=str(FIGURES), help="where ldm_prompt_grid.png goes")
     args = parser.parse_args()
 
-    ldm = load_text_model(args.ckpt)                           # EMA weights, CPU, eval mode
-    guidance = ldm["config"]["guidance"] if args.guidance is None else args.guidance
+    pipe = load_text_model(args.ckpt)                          # EMA weights, CPU, eval mode
+    guidance = pipe.config["guidance"] if args.guidance is None else args.guidance
     seeds = list(range(args.seed, args.seed + args.seeds))
     prompts = [p for p in VALIDATION_PROMPTS for _ in seeds]    # row-major: prompt, then seed
-    images = sample_text_to_image(ldm, prompts, seeds * len(VALIDATION_PROMPTS), guidance,
+    images = sample_text_to_image(pipe, prompts, seeds * len(VALIDATION_PROMPTS), guidance,
                                   args.steps)                   # (8 * seeds, 3, S, S)
     S = images.shape[-1]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    title = (f"{args.ckpt}, step {ldm['step']}: DDIM {args.steps} steps, eta 0, guidance "
+    title = (f"{args.ckpt}, step {pipe.step}: DDIM {args.steps} steps, eta 0, guidance "
              f"{guidance:g}; column j starts from the noise of seed j")
     save_image_grid(images.reshape(len(VALIDATION_PROMPTS), len(seeds), *images.shape[1:]),
                     out_dir / "ldm_prompt_grid.png",

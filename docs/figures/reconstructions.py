@@ -5,10 +5,11 @@ of each.
     python -m docs.figures.reconstructions --run runs/vae_cpu
 
 writes docs/figures/reconstructions.png. The autoencoder is rebuilt from RUN/checkpoint.pt alone
-(train_vae.build_vae on the config it carries); the images are the first 8 of the run's held-out
-split, encoded to the posterior mean (posterior.mode(), as train_vae.evaluate does) and decoded.
-Top row: inputs; bottom row: reconstructions, clamped to [-1, 1], with their PSNR in dB above them
-(models/metrics.psnr, on the [0, 1] scale). The title gives the means of PSNR and SSIM.
+(models.vae.vae_from_state on the weights and config it carries); the images are the first 8 of
+the run's held-out split, encoded to the posterior mean (posterior.mode(), as train_vae.evaluate
+does) and decoded. Top row: inputs; bottom row: reconstructions, clamped to [-1, 1], with their
+PSNR in dB above them (models/metrics.psnr, on the [0, 1] scale). The title gives the means of
+PSNR and SSIM.
 """
 
 import argparse
@@ -17,18 +18,17 @@ from pathlib import Path
 import torch
 
 from data import load_dataset
-from diffusion.training import load_checkpoint
 from docs.figures.common import FIGURES, save_image_grid
 from models.metrics import psnr, ssim
-from train_vae import build_vae
+from models.vae import vae_from_state
+from training.checkpoints import load_checkpoint
 
 
 def load_vae(run: Path):
-    """The autoencoder of a train_vae.py run (eval mode, CPU), and its checkpoint dict."""
+    """The autoencoder of a train_vae.py run (eval mode, CPU), and its checkpoint dict. Unlike
+    models.vae.load_vae it also reads an unfinished run (no scale factor yet)."""
     checkpoint = load_checkpoint(run / "checkpoint.pt", kind="vae")
-    vae = build_vae(checkpoint["config"]).eval()
-    vae.load_state_dict(checkpoint["model"])
-    return vae, checkpoint
+    return vae_from_state(checkpoint["model"], checkpoint["config"]), checkpoint
 
 
 def held_out_images(config: dict, n: int) -> torch.Tensor:
