@@ -13,7 +13,7 @@ strength * T in closed form and only the remaining steps are run: strength 0 ret
 1 is a fresh sample, values in between keep more or less of it (the video's "rerun the reverse
 diffusion from any point"). The EMA weights are used unless --no-ema.
 
-[P12, P16] A latent diffusion checkpoint samples latents (no x0 clipping: latents are not bounded
+[P12] [P16] A latent diffusion checkpoint samples latents (no x0 clipping: latents are not bounded
 like pixels), divides them by the scale factor and decodes them with the autoencoder stored in
 the same file. Each prompt is encoded by the stored text encoder; with --guidance w the noise
 prediction is eps_uncond + w (eps_cond - eps_uncond), eps_uncond from the empty prompt or
@@ -110,17 +110,6 @@ def trajectory_columns(scheduler, strength: float) -> list[int]:
     run_steps = [t for t in scheduler.timesteps.tolist()
                  if t < round(strength * scheduler.num_train_timesteps)]
     return run_steps[::max(1, len(run_steps) // 8)][:8] if run_steps else []
-
-
-def write_outputs(args, images: torch.Tensor, trajectory, nrow: int | None = None) -> None:
-    out = Path(args.out)
-    save_grid(images, out, nrow=nrow)
-    print(f"wrote {out} ({len(images)} images, {args.sampler}, seed {args.seed})")
-    if trajectory:
-        strip_path = out.with_name(out.stem + "_trajectory.png")
-        save_grid(trajectory_strip(trajectory), strip_path, nrow=len(trajectory))
-        print(f"wrote {strip_path}: x_t (odd rows) and predicted x_0 (even rows) at steps "
-              f"{', '.join(str(int(t)) for t, _, _ in trajectory)}")
 
 
 def write_outputs(args, images: torch.Tensor, trajectory, nrow: int | None = None) -> None:

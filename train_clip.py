@@ -52,12 +52,13 @@ class Config:
     # data: the latents train_vae.py cached next to its checkpoint
     vae: str = opt("runs/vae/checkpoint.pt", "the trained autoencoder (train_vae.py)")
     vocab_captions: int = opt(4, "random captions per training row that build the vocabulary")
-    # model [P14, P15]
+    # model [P14] [P15]
     text_width: int = opt(256, "D, width of the text encoder's token vectors", fixed=True)
     text_layers: int = opt(4, "transformer blocks of the text encoder", fixed=True)
     text_heads: int = opt(4, "attention heads per block", fixed=True)
     head_channels: int = opt(64, "channels of the image head at the latent resolution", fixed=True)
-    head_mult: tuple = opt((1, 2, 4), "image head channel multiplier per level (each halves h, w)", fixed=True)
+    head_mult: tuple = opt((1, 2, 4), "image head channel multiplier per level (each halves h, w)",
+                           fixed=True)
     embed_dim: int = opt(256, "E, width of the shared image-text space", fixed=True)
     # optimisation
     steps: int = opt(6000, "optimizer steps in total")

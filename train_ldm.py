@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -57,14 +56,16 @@ class Config:
                                                "unconditional latent diffusion")
     cond_drop: float = opt(0.1, "probability of training on the empty prompt (classifier-free "
                                 "guidance needs it)")
-    # model [P5, P16]
+    # model [P5] [P16]
     base_channels: int = opt(128, "channels of the UNet's first level", fixed=True)
-    channel_mult: tuple = opt((1, 2, 2), "channel multiplier per level (32x32 latents: 32, 16, 8)", fixed=True)
+    channel_mult: tuple = opt((1, 2, 2), "channel multiplier per level (32x32 latents: 32, 16, 8)",
+                              fixed=True)
     num_res_blocks: int = opt(2, "residual blocks per level", fixed=True)
-    attention_levels: tuple = opt((1, 2), "levels with self- and cross-attention (0 = full res)", fixed=True)
+    attention_levels: tuple = opt((1, 2), "levels with self- and cross-attention (0 = full res)",
+                                  fixed=True)
     num_heads: int = opt(4, "attention heads", fixed=True)
     dropout: float = opt(0.0, "dropout inside the residual blocks")
-    # diffusion [P2-P4]
+    # diffusion [P2] [P3] [P4]
     num_train_timesteps: int = opt(1000, "T, the number of noising steps", fixed=True)
     beta_start: float = opt(1e-4, "beta_1 of the linear schedule", fixed=True)
     beta_end: float = opt(0.02, "beta_T of the linear schedule", fixed=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -50,16 +49,20 @@ class Config:
     augment: bool = opt(True, "random flip, small rotation, brightness and contrast [P6]")
     # model [P5]
     base_channels: int = opt(96, "channels of the UNet's first level", fixed=True)
-    channel_mult: tuple = opt((1, 2, 2, 2), "channel multiplier per level (one level per entry)", fixed=True)
+    channel_mult: tuple = opt((1, 2, 2, 2), "channel multiplier per level (one level per entry)",
+                              fixed=True)
     num_res_blocks: int = opt(2, "residual blocks per level", fixed=True)
-    attention_levels: tuple = opt((1, 2), "level indices (0 = full resolution) with self-attention", fixed=True)
+    attention_levels: tuple = opt((1, 2), "level indices (0 = full resolution) with self-attention",
+                                  fixed=True)
     dropout: float = opt(0.1, "dropout inside the residual blocks")
-    # diffusion [P2-P4]
+    # diffusion [P2] [P3] [P4]
     num_train_timesteps: int = opt(1000, "T, the number of noising steps", fixed=True)
     beta_start: float = opt(1e-4, "beta_1 of the linear schedule (DDPM)", fixed=True)
     beta_end: float = opt(0.02, "beta_T of the linear schedule (DDPM)", fixed=True)
-    beta_schedule: str = opt("linear", "linear (DDPM, the video) or cosine (Nichol & Dhariwal)", fixed=True)
-    prediction_type: str = opt("epsilon", "what the UNet predicts: epsilon (the video) or v", fixed=True)
+    beta_schedule: str = opt("linear", "linear (DDPM, the video) or cosine (Nichol & Dhariwal)",
+                             fixed=True)
+    prediction_type: str = opt("epsilon", "what the UNet predicts: epsilon (the video) or v",
+                               fixed=True)
     # optimisation
     steps: int = opt(30_000, "optimizer steps in total")
     batch_size: int = opt(128, "images per step (summed over processes under torchrun)")

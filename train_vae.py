@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -53,11 +52,14 @@ class Config:
     # data
     data: str = opt("synthetic", "'synthetic', 'synthetic:N', a CelebA folder, or an image folder")
     cache_dir: str = opt("cache", "where decoded images and the synthetic dataset are kept")
-    image_size: int = opt(128, "training resolution (the video: 128x128 images, 32x32 latents)", fixed=True)
+    image_size: int = opt(128, "training resolution (the video: 128x128 images, 32x32 latents)",
+                          fixed=True)
     augment: bool = opt(True, "random flip, small rotation, brightness and contrast")
     # model [P10]
-    base_channels: int = opt(64, "channels of the first level (GroupNorm: multiples of 32)", fixed=True)
-    channel_mult: tuple = opt((1, 2, 4), "multiplier per level; downsampling factor 2^(levels-1)", fixed=True)
+    base_channels: int = opt(64, "channels of the first level (GroupNorm: multiples of 32)",
+                             fixed=True)
+    channel_mult: tuple = opt((1, 2, 4), "multiplier per level; downsampling factor 2^(levels-1)",
+                              fixed=True)
     num_res_blocks: int = opt(2, "residual blocks per level", fixed=True)
     latent_channels: int = opt(3, "channels of the latent (3, as in the video)", fixed=True)
     attention: bool = opt(True, "self-attention in the middle blocks", fixed=True)

@@ -1,5 +1,5 @@
 """A small CLIP: a transformer text encoder and an image encoder on the autoencoder's latents,
-pulled together by a contrastive loss. [P14, P15]
+pulled together by a contrastive loss. [P14] [P15]
 
 Text encoder [P14]: token ids (B, L) -> token embedding + learned position embedding -> pre-norm
 transformer blocks (GPT-2 / CLIP style: x + Attn(LN(x)), x + MLP(LN(x))) -> final LayerNorm ->

@@ -152,3 +152,12 @@ def test_the_demo_page_shows_the_scores_the_stages_wrote(tmp_path):
     assert "| **total** | **7.0 min** |" in page
     assert "19.25 dB" in page and "| single (16) | 0.88 | 0.25 |" in page
     assert "| a photo of a man | 0.75 | 0.50 |" in page
+
+
+def test_video_point_tags_name_one_point_each():
+    """`grep -rn "\\[P4\\]"` finds every place of point 4: no tag names a range or a list."""
+    files = [p for p in ROOT.rglob("*") if p.suffix in (".py", ".md") and p.is_file()
+             and not {".venv", "runs", "cache"} & set(p.relative_to(ROOT).parts)]
+    mixed = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in files
+             for m in re.finditer(r"\[P\d+\s*[-,–][^\]]*\]", p.read_text())]
+    assert mixed == []

@@ -298,3 +298,38 @@ def test_the_import_walk_sees_every_form_of_import(tmp_path):
     source.write_text("import train_vae\nfrom train_ldm import generate\n"
                       "import importlib\nimportlib.import_module('sample')\n")
     assert {"train_vae", "train_ldm", "sample"} <= imported_modules(source)
+
+
+# ---- sample.py and evaluate.py parse flags as the trainers do ----------------------------------
+
+@pytest.mark.parametrize("script", ["sample", "evaluate"])
+def test_sample_and_evaluate_use_the_typed_config(script, capsys):
+    from training.config import parse_config
+
+    module = importlib.import_module(script)
+    cfg = parse_config(module.Config, ["--ckpt", "model.pt", "--n", "3", "--sampler", "dpm++"])
+    assert (cfg.ckpt, cfg.n, cfg.sampler, cfg.steps, cfg.spacing) == ("model.pt", 3, "dpm++", 50,
+                                                                        None)
+    for argv in (["--ckpt", "m.pt", "--bogus", "1"], ["--ckpt", "m.pt", "--n", "three"],
+                 ["--ckpt", "m.pt", "--sampler", "euler"], ["--n", "3"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_config(module.Config, argv)
+        assert exit_info.value.code == 2
+    errors = capsys.readouterr().err
+    assert "--bogus" in errors and "three" in errors and "euler" in errors and "--ckpt" in errors
+
+
+def test_a_repeated_prompt_flag_collects_every_prompt():
+    from sample import Config
+    from training.config import parse_config
+
+    cfg = parse_config(Config, ["--ckpt", "m.pt", "--prompt", "a bald man", "--prompt", ""])
+    assert cfg.prompt == ("a bald man", "") and cfg.ema is True
+    assert parse_config(Config, ["--ckpt", "m.pt", "--no-ema"]).prompt == ()
+    assert parse_config(Config, ["--ckpt", "m.pt", "--no-ema"]).ema is False
+
+
+def test_sample_prints_its_config_and_names_a_missing_checkpoint(tmp_path):
+    result = run(["sample.py", "--ckpt", str(tmp_path / "none.pt"), "--n", "2"], check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "  n = 2" in result.stdout and "no such file" in result.stderr
