@@ -182,9 +182,10 @@ def build_text_encoder(cfg: dict, tokenizer: Tokenizer) -> TextEncoder:
 
 def build_clip(cfg: dict, tokenizer: Tokenizer, latent_channels: int) -> CLIP:
     """The CLIP a train_clip.py config describes, for latents with `latent_channels` channels."""
+    text = build_text_encoder(cfg, tokenizer)  # first: the order of the random initial weights
     head = ImageHead(latent_channels, cfg["head_channels"], tuple(cfg["head_mult"]),
                      width=cfg["text_width"])
-    return CLIP(build_text_encoder(cfg, tokenizer), head, embed_dim=cfg["embed_dim"])
+    return CLIP(text, head, embed_dim=cfg["embed_dim"])
 
 
 @dataclass
