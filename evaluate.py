@@ -3,7 +3,8 @@
     python evaluate.py --ckpt runs/ldm_cpu/checkpoint.pt            # after train_ldm.py --preset cpu
 
 1. A judge: an attribute classifier (models/classifier.py) trained on real images of the dataset
-   the model was trained on, or loaded from its cache (CACHE/classifier-<data>-<size>px.pt).
+   the model was trained on, or loaded from its cache (CACHE/classifier-<data>-<size>px.pt;
+   --retrain-judge trains it again).
    Its held-out accuracy per attribute is printed: a judge is only as good as that.
 2. Prompts built from attribute requirements: every single attribute ("a photo of a person with
    glasses", and "a photo of a woman"), and pairs and triples of features that occur together in
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import load_dataset
+from data import load_dataset, warn
 from data.augment import augment
 from data.captions import full_caption
 from diffusion import SAMPLERS, make_sampler
@@ -44,10 +45,11 @@ from models.classifier import AttributeClassifier
 from models.clip import TrainedCLIP, encode_images, load_clip
 from models.clip_eval import embed_texts, zero_shot_attributes
 from models.metrics import feature_statistics, frechet_distance, frechet_distance_spread
-from training.checkpoints import load_checkpoint, save_checkpoint
+from training.checkpoints import load_checkpoint, load_weights, save_checkpoint
 from training.config import format_config, opt, parse_config
 from training.device import pick_device
 from training.errors import CheckpointError, ConfigError, main_guard, require
+from training.folders import check_output
 from training.plots import save_grid
 
 
@@ -70,6 +72,8 @@ class Config:
                                  "(every set is cut to the smallest) and real images for the "
                                  "CLIP score")
     classifier_steps: int = opt(2000, "training steps of the judge when it is not cached")
+    retrain_judge: bool = opt(False, "train the judge again even when it is cached (and write "
+                                     "over the cached one)")
     batch_size: int = opt(128, "images generated at once")
     out: str = opt("", "output folder; default: CKPT's folder/eval")
     seed: int = opt(0, "seed of the prompt combinations")
@@ -107,19 +111,31 @@ def train_classifier(train, held_out, steps: int, device, batch_size: int = 64) 
             "val_accuracy": {name: accuracy[i].item() for i, name in enumerate(train.attribute_names)}}
 
 
-def load_judge(vae_config: dict, steps: int, device) -> tuple[AttributeClassifier, dict]:
-    data, size = vae_config["data"], vae_config["image_size"]
-    cache_dir = Path(vae_config["cache_dir"])
+def cached_judge(path: Path, attribute_names: list[str], steps: int) -> dict | None:
+    """The judge cached at `path` when it was trained for these attributes and steps, else None.
+    A cache that cannot be read (a torn write, another kind of file) is only a warning: a new
+    judge is trained and written over it."""
+    if not path.is_file():
+        return None
+    try:
+        state = load_checkpoint(path, kind="classifier")
+    except CheckpointError as error:
+        reason = str(error).removeprefix(f"checkpoint {path}: ")
+        warn(f"judge cache {path}: {reason}; training a new one in its place")
+        return None
+    if state.get("attribute_names") != attribute_names or state.get("steps") != steps:
+        return None  # a judge of other attributes or training steps: train the one asked for
+    return state
+
+
+def load_judge(data: str, size: int, cache_dir: Path, steps: int, device,
+               retrain: bool = False) -> tuple[AttributeClassifier, dict]:
     train = load_dataset(data, size, split="train", cache_dir=cache_dir)
     if train.attributes is None:
         raise ConfigError(f"the dataset {data} has no attribute labels: evaluate.py judges "
                           "attributes (synthetic faces or CelebA)")
     path = cache_dir / f"classifier-{train.name.replace('/', '_').replace(':', '_')}-{size}px.pt"
-    state = None
-    if path.is_file():
-        state = load_checkpoint(path, kind="classifier")
-        if state["attribute_names"] != train.attribute_names or state["steps"] != steps:
-            state = None
+    state = None if retrain else cached_judge(path, train.attribute_names, steps)
     if state is None:
         held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
         started = time.time()
@@ -129,7 +145,7 @@ def load_judge(vae_config: dict, steps: int, device) -> tuple[AttributeClassifie
     else:
         print(f"judge: {path}")
     model = AttributeClassifier(state["num_attributes"])
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], f"judge {path}")
     return model.to(device).eval().requires_grad_(False), state
 
 
@@ -227,26 +243,36 @@ def main():
     for name in ("n", "unconditional", "steps", "real_images", "batch_size", "classifier_steps"):
         require(getattr(args, name) > 0, f"--{name.replace('_', '-')} {getattr(args, name)}: "
                                          "expected a positive number")
+    out = Path(args.out) if args.out else Path(args.ckpt).parent / "eval"
+    check_output("--out", out)
     device = pick_device(args.device)
     started = time.time()
     try:
         state = load_checkpoint(args.ckpt, kind="ldm")
     except CheckpointError as error:
         raise ConfigError(str(error)) from None
+    # The data and the judge live in the autoencoder's cache folder; a relative --cache-dir of
+    # train_vae.py is read from the current folder, so say which folder that is.
+    vae_config = state["vae_config"]
+    data, size = vae_config["data"], vae_config["image_size"]
+    cache_dir = Path(vae_config["cache_dir"])
+    relative = "" if cache_dir.is_absolute() else ", relative to the current folder"
+    missing = "" if cache_dir.exists() else ("; it does not exist yet: the data and the judge "
+                                             "will be built there")
+    print(f"data and judge cache: {cache_dir.resolve()} (train_vae.py's --cache-dir{relative})"
+          f"{missing}")
     pipe = text_to_image_from_state(state, device)
     require(pipe.text is not None, f"--ckpt {args.ckpt}: an unconditional model (trained "
                                      "without --clip); evaluate.py measures prompt following")
     names = state["attribute_names"]
     require(names is not None, f"--ckpt {args.ckpt}: trained on data without attributes")
     guidance = pipe.config["guidance"] if args.guidance is None else args.guidance
-    out = Path(args.out) if args.out else Path(args.ckpt).parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    classifier, judge_state = load_judge(state["vae_config"], args.classifier_steps, device)
+    classifier, judge_state = load_judge(data, size, cache_dir, args.classifier_steps, device,
+                                         retrain=args.retrain_judge)
 
     # prompts: singles, then pairs and triples seen together in held-out rows
-    vae_config = state["vae_config"]
-    held_out = load_dataset(vae_config["data"], vae_config["image_size"], split="val",
-                            cache_dir=vae_config["cache_dir"])
+    held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
     rows = torch.from_numpy(held_out.attributes)
     rng = random.Random(args.seed)
     groups = {"single": single_requirements(names),
@@ -290,8 +316,7 @@ def main():
     # ---- Frechet distance in the judge's feature space, and the CLIP score ------------------
     # Every set is cut to the same size k (evenly spaced picks): the estimate grows as k shrinks,
     # so distances computed from different sample sizes would not compare.
-    train_real = load_dataset(vae_config["data"], vae_config["image_size"], split="train",
-                              cache_dir=vae_config["cache_dir"])
+    train_real = load_dataset(data, size, split="train", cache_dir=cache_dir)
     k = min(len(images), len(unconditional), args.real_images, len(held_out), len(train_real))
     pick = lambda count: torch.linspace(0, count - 1, k).round().long()  # noqa: E731
     real_images = held_out.batch(pick(len(held_out)), "cpu")["image"]

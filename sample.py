@@ -23,6 +23,7 @@ prediction is eps_uncond + w (eps_cond - eps_uncond), eps_uncond from the empty 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from data.images import load_square_image, to_tensor
+from data import DataError, read_utf8
+from data.images import IMAGE_EXTENSIONS, load_square_image, to_tensor
 from diffusion import SAMPLERS, make_sampler, sample
 from diffusion.pipeline import generate, pixel_model_from_state, text_to_image_from_state
 from models.attention import AttentionRecorder
@@ -38,6 +40,7 @@ from training.checkpoints import load_checkpoint
 from training.config import format_config, opt, parse_config
 from training.device import pick_device
 from training.errors import ConfigError, main_guard, require
+from training.folders import check_output
 from training.plots import save_attention_figure, save_grid
 
 
@@ -159,13 +162,24 @@ def sample_pixels(args, checkpoint: dict, device) -> None:
 
 # ---- Latent diffusion, with or without text (stage 4) ------------------------------------------
 
+def read_prompts_file(path: Path) -> list[str]:
+    """The prompts of --prompts-file: one per line, blank lines skipped; at least one."""
+    if not path.is_file():
+        raise ConfigError(f"--prompts-file {path}: no such file")
+    try:
+        text = read_utf8(path)
+    except DataError as error:  # "PATH:LINE: byte N of the file (0x..) is not UTF-8; ..."
+        raise ConfigError(f"--prompts-file {error}") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    require(len(prompts) > 0, f"--prompts-file {path}: no prompt in it (expected one per line; "
+                              "for unconditional samples give --prompt '')")
+    return prompts
+
+
 def read_prompts(args, has_text: bool) -> list[str]:
     prompts = list(args.prompt or [])
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise ConfigError(f"--prompts-file {path}: no such file")
-        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        prompts += read_prompts_file(Path(args.prompts_file))
     if not has_text:
         require(not any(prompts) and not args.negative_prompt,
                 f"--prompt: {args.ckpt} is an unconditional latent model (trained without --clip);"
@@ -175,8 +189,13 @@ def read_prompts(args, has_text: bool) -> list[str]:
 
 
 def slug(text: str, length: int = 40) -> str:
-    """A prompt as a file-name part: "A bald man, glasses" -> "a_bald_man_glasses"."""
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:length] or "unconditional"
+    """A prompt as a file-name part: "A bald man, glasses" -> "a_bald_man_glasses"; the empty
+    prompt -> "unconditional"; a prompt with no ASCII letter or digit (emoji only) -> "prompt_"
+    and the first 8 hex digits of its SHA-1, the same name for the same text."""
+    if not text.strip():
+        return "unconditional"
+    words = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:length]
+    return words or "prompt_" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 
 
 def sample_latents(args, checkpoint: dict, device) -> None:
@@ -251,6 +270,9 @@ def main():
     require(args.batch_size > 0, f"--batch-size {args.batch_size}: expected a positive number")
     require(0.0 <= args.strength <= 1.0, f"--strength {args.strength}: expected a value in [0, 1]")
     require(0.0 <= args.eta <= 1.0, f"--eta {args.eta}: expected a value in [0, 1]")
+    check_output("--out", Path(args.out), folder=False, extensions=IMAGE_EXTENSIONS)
+    if args.out_dir:
+        check_output("--out-dir", Path(args.out_dir), folder=True)
     device = pick_device(args.device)
     checkpoint = load_checkpoint(args.ckpt, kind=("ddpm", "ldm"))
     if checkpoint["kind"] == "ddpm":

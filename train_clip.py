@@ -34,6 +34,7 @@ from models.clip_eval import (caption_keys, embed_latents, embed_texts, plot_sim
 from models.tokenizer import Tokenizer
 from models.vae import load_vae
 from training.batches import BatchSampler
+from training.checkpoints import load_weights
 from training.config import opt, parse_config
 from training.device import autocast, make_grad_scaler
 from training.distributed import any_rank, wrap_ddp
@@ -80,6 +81,8 @@ class Config:
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
+    overwrite: bool = opt(False, "start over in an --out that holds a run: delete its checkpoint, "
+                                 "metrics and images first (without it, such an --out is refused)")
 
 
 PRESETS = {
@@ -100,6 +103,7 @@ def check_config(cfg: Config) -> None:
             f"--text-heads {cfg.text_heads}: must divide --text-width {cfg.text_width}")
     require(cfg.head_channels % 32 == 0,
             f"--head-channels {cfg.head_channels}: expected a multiple of 32 (GroupNorm groups)")
+    require(cfg.weight_decay >= 0, f"--weight-decay {cfg.weight_decay}: expected 0 or more")
     require(cfg.eval_images >= cfg.retrieval_batch,
             f"--eval-images {cfg.eval_images}: at least --retrieval-batch {cfg.retrieval_batch}")
 
@@ -180,7 +184,7 @@ def main():
                           lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)  # CLIP's betas, eps
     scaler = make_grad_scaler(device, cfg.precision)
     if state:
-        clip.load_state_dict(state["model"])
+        load_weights(clip, state["model"], f"--resume {run.checkpoint_path}")
         load_optimizer_state(optimizer, state["optimizer"])
         if "scaler" in state:  # checkpoints written before fp16 loss scaling came to stage 3
             scaler.load_state_dict(state["scaler"])
@@ -250,7 +254,7 @@ def main():
 
     if info.is_main and not stop.requested:
         report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, run.out)
-    finish_run(run)
+    finish_run(run, stop=stop)
 
 
 def report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, out: Path) -> None:

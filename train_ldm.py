@@ -35,6 +35,8 @@ from models.clip import load_clip
 from models.unet import build_unet
 from models.vae import load_vae
 from training.batches import BatchSampler
+from training.checks import range_problems, require_valid, schedule_problems, unet_problems
+from training.checkpoints import load_weights
 from training.config import opt, parse_config
 from training.device import autocast, make_grad_scaler
 from training.distributed import any_rank, wrap_ddp
@@ -95,6 +97,8 @@ class Config:
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
+    overwrite: bool = opt(False, "start over in an --out that holds a run: delete its checkpoint, "
+                                 "metrics and images first (without it, such an --out is refused)")
 
 
 PRESETS = {
@@ -119,11 +123,11 @@ def check_config(cfg: Config) -> None:
     require(cfg.lr > 0, f"--lr {cfg.lr}: expected a positive number")
     require(0.0 <= cfg.cond_drop < 1.0, f"--cond-drop {cfg.cond_drop}: expected 0 <= p < 1")
     require(cfg.sample_every >= 0, f"--sample-every {cfg.sample_every}: expected 0 or more")
-    require(cfg.prediction_type in ("epsilon", "v"),
-            f"--prediction-type {cfg.prediction_type!r}: expected epsilon or v")
-    require(all(0 <= level < len(cfg.channel_mult) for level in cfg.attention_levels),
-            f"--attention-levels {cfg.attention_levels}: levels run from 0 to "
-            f"{len(cfg.channel_mult) - 1}")
+    require(cfg.guidance >= 0, f"--guidance {cfg.guidance}: expected 0 or more (1 = the "
+                               "conditional model, 0 = the unconditional one)")
+    values = dataclasses.asdict(cfg)  # the latent size is checked once the latents are loaded
+    require_valid(schedule_problems(values) + unet_problems(values, resolution=None)
+                  + range_problems(values, fractions=("ema_decay",), non_negative=("grad_clip",)))
     require(cfg.sample_steps <= cfg.num_train_timesteps,
             f"--sample-steps {cfg.sample_steps}: at most --num-train-timesteps")
 
@@ -141,6 +145,7 @@ def main():
         raise ConfigError(f"--vae: {error}") from None
     train = load_latents(cfg.vae, "train", scale_factor)
     latent_shape = tuple(train["mean"].shape[1:])                    # (C, h, w)
+    require_valid(unet_problems(dataclasses.asdict(cfg), resolution=latent_shape[-1]))
     text, text_state = None, None
     if cfg.clip:
         try:
@@ -176,7 +181,7 @@ def main():
     ema = EMA(model, cfg.ema_decay)
     state = resume_state(run, kind="ldm")  # None unless --resume
     if state:
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], f"--resume {run.checkpoint_path}")
         ema.load_state_dict(state["ema"])
         load_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -258,7 +263,7 @@ def main():
             run.print(f"stopped at step {done}; continue with the same command and --resume")
             break
     progress.close()
-    finish_run(run, model)
+    finish_run(run, model, stop)
     run.print(f"done: {run.checkpoint_path} (self-contained: sample with `python sample.py "
               f"--ckpt {run.checkpoint_path} --prompt \"...\"`), grids in {run.out}/samples, "
               f"curves in {run.out}/loss.png")

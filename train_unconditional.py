@@ -26,6 +26,8 @@ from data.augment import augment
 from diffusion import DDIMScheduler, DDPMScheduler, sample
 from models.unet import build_unet
 from training.batches import BatchSampler
+from training.checks import range_problems, require_valid, schedule_problems, unet_problems
+from training.checkpoints import load_weights
 from training.config import opt, parse_config
 from training.device import autocast, make_grad_scaler
 from training.distributed import any_rank, main_process_first, wrap_ddp
@@ -86,6 +88,8 @@ class Config:
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
+    overwrite: bool = opt(False, "start over in an --out that holds a run: delete its checkpoint, "
+                                 "metrics and images first (without it, such an --out is refused)")
 
 
 PRESETS = {
@@ -104,12 +108,12 @@ def check_config(cfg: Config) -> None:
     require(cfg.sample_every >= 0, f"--sample-every {cfg.sample_every}: expected 0 or more")
     require(cfg.lr > 0, f"--lr {cfg.lr}: expected a positive number")
     factor = 2 ** (len(cfg.channel_mult) - 1)
-    require(cfg.image_size % factor == 0,
+    require(not cfg.channel_mult or cfg.image_size % factor == 0,
             f"--image-size {cfg.image_size}: must be divisible by {factor}, the UNet's "
             f"downsampling factor for {len(cfg.channel_mult)} levels")
-    require(all(0 <= level < len(cfg.channel_mult) for level in cfg.attention_levels),
-            f"--attention-levels {cfg.attention_levels}: levels run from 0 to "
-            f"{len(cfg.channel_mult) - 1}")
+    values = dataclasses.asdict(cfg)
+    require_valid(schedule_problems(values) + unet_problems(values, cfg.image_size)
+                  + range_problems(values, fractions=("ema_decay",), non_negative=("grad_clip",)))
     require(0.0 <= cfg.sample_eta <= 1.0, f"--sample-eta {cfg.sample_eta}: expected 0 to 1")
     require(cfg.sample_steps <= cfg.num_train_timesteps,
             f"--sample-steps {cfg.sample_steps}: at most --num-train-timesteps")
@@ -138,7 +142,7 @@ def main():
     ema = EMA(model, cfg.ema_decay)
     state = resume_state(run, kind="ddpm")  # None unless --resume
     if state:
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], f"--resume {run.checkpoint_path}")
         ema.load_state_dict(state["ema"])
         load_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -207,7 +211,7 @@ def main():
             run.print(f"stopped at step {done}; continue with the same command and --resume")
             break
     progress.close()
-    finish_run(run, model)
+    finish_run(run, model, stop)
     run.print(f"done: {run.out}/checkpoint.pt, samples in {run.out}/samples, curves in "
               f"{run.out}/loss.png")
 

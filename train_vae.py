@@ -35,6 +35,8 @@ from models.metrics import psnr, ssim
 from models.perceptual import build_perceptual_loss
 from models.vae import build_vae
 from training.batches import BatchSampler
+from training.checks import discriminator_problems, range_problems, require_valid, widths_problems
+from training.checkpoints import load_weights
 from training.config import opt, parse_config
 from training.device import autocast, make_grad_scaler
 from training.distributed import any_rank, main_process_first, wrap_ddp
@@ -92,6 +94,8 @@ class Config:
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
+    overwrite: bool = opt(False, "start over in an --out that holds a run: delete its checkpoint, "
+                                 "metrics and images first (without it, such an --out is refused)")
 
 
 PRESETS = {
@@ -111,9 +115,14 @@ def check_config(cfg: Config) -> None:
     require(cfg.disc_start >= 0, f"--disc-start {cfg.disc_start}: expected 0 or more")
     require(cfg.perceptual in ("vgg", "none"), f"--perceptual {cfg.perceptual!r}: expected vgg or none")
     factor = 2 ** (len(cfg.channel_mult) - 1)
-    require(cfg.image_size % factor == 0,
+    require(not cfg.channel_mult or cfg.image_size % factor == 0,
             f"--image-size {cfg.image_size}: must be divisible by {factor}, the autoencoder's "
             f"downsampling factor for {len(cfg.channel_mult)} levels")
+    values = dataclasses.asdict(cfg)
+    require_valid(widths_problems(values, cfg.image_size, "autoencoder")
+                  + discriminator_problems(values)
+                  + range_problems(values, non_negative=("kl_weight", "perceptual_weight",
+                                                         "disc_weight")))
 
 
 @torch.no_grad()
@@ -195,8 +204,8 @@ def main():
     scale_factor = None
     state = resume_state(run, kind="vae")  # None unless --resume
     if state:
-        vae.load_state_dict(state["model"])
-        disc.load_state_dict(state["discriminator"])
+        load_weights(vae, state["model"], f"--resume {run.checkpoint_path}")
+        load_weights(disc, state["discriminator"], f"--resume {run.checkpoint_path}")
         load_optimizer_state(opt_ae, state["optimizer"])
         load_optimizer_state(opt_d, state["optimizer_discriminator"])
         if "scaler" in state:  # checkpoints written before fp16 loss scaling came to stage 2
@@ -291,7 +300,7 @@ def main():
             print(f"latents cached in {run.out}/latents_train.pt and latents_val.pt")
         print(f"done: {run.checkpoint_path}, reconstructions in {run.out}/reconstructions, "
               f"curves in {run.out}/loss.png")
-    finish_run(run)
+    finish_run(run, stop=stop)
 
 
 if __name__ == "__main__":

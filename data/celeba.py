@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import DataError, warn
+from data import DataError, read_utf8, warn
 from data.images import IMAGE_EXTENSIONS
 
 CELEBA_ATTRIBUTES = [
@@ -39,7 +39,7 @@ PARTITIONS = {"train": 0, "val": 1, "test": 2}  # the numbers of list_eval_parti
 
 def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """Parse a list_attr_celeba.txt: (A attribute names, N file names, values (N, A) int8 0/1)."""
-    lines = Path(path).read_text().splitlines()
+    lines = read_utf8(path).splitlines()
     if len(lines) < 2:
         raise DataError(f"{path}: expected a count line and a line of attribute names")
     try:
@@ -74,7 +74,7 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
 def read_partition(path: Path) -> dict[str, int]:
     """Parse a list_eval_partition.txt: file name -> 0 (train), 1 (val) or 2 (test)."""
     partition = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue

@@ -14,11 +14,12 @@ rather than using the position keeps every image in its split when others are ad
 """
 
 import csv
+import io
 import json
 import zlib
 from pathlib import Path, PurePosixPath
 
-from data import DataError, warn
+from data import DataError, read_utf8, warn
 from data.images import IMAGE_EXTENSIONS
 
 VAL_PERCENT = 5  # share of the images in the val split
@@ -42,7 +43,7 @@ def read_metadata(root: Path) -> tuple[Path, dict[str, str]] | None:
         raise DataError(f"{root}: has both metadata.jsonl and metadata.csv; expected one of them")
     if jsonl_path.is_file():
         captions = {}
-        for number, line in enumerate(jsonl_path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_utf8(jsonl_path).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -53,15 +54,15 @@ def read_metadata(root: Path) -> tuple[Path, dict[str, str]] | None:
         return jsonl_path, captions
     if csv_path.is_file():
         captions = {}
-        with open(csv_path, newline="", encoding="utf-8") as file:
-            reader = csv.DictReader(file)
-            if not {"file_name", "text"} <= set(reader.fieldnames or []):
-                raise DataError(
-                    f"{csv_path}:1: expected a header with columns file_name,text, "
-                    f"got {','.join(reader.fieldnames or [])!r}"
-                )
-            for record in reader:
-                _add_caption(captions, record, csv_path, reader.line_num)
+        # newline="": the csv module itself splits rows, so a quoted caption may hold a newline.
+        reader = csv.DictReader(io.StringIO(read_utf8(csv_path), newline=""))
+        if not {"file_name", "text"} <= set(reader.fieldnames or []):
+            raise DataError(
+                f"{csv_path}:1: expected a header with columns file_name,text, "
+                f"got {','.join(reader.fieldnames or [])!r}"
+            )
+        for record in reader:
+            _add_caption(captions, record, csv_path, reader.line_num)
         return csv_path, captions
     return None
 

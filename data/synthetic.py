@@ -28,11 +28,13 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from multiprocessing import Pool
+import multiprocessing
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 from tqdm import tqdm
+
+from data import DataError, make_folder
 
 SYNTHETIC_ATTRIBUTES = [
     "Male", "Smiling", "Eyeglasses", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Bald",
@@ -391,8 +393,7 @@ def generate(out_dir: str | Path, n: int, size: int = 64, seed: int = 0, fmt: st
     list_attr_celeba.txt is an unfinished one.
     """
     out_dir = Path(out_dir)
-    image_dir = out_dir / "img_align_celeba"
-    image_dir.mkdir(parents=True, exist_ok=True)
+    image_dir = make_folder(out_dir / "img_align_celeba")
     attribute_file = out_dir / "list_attr_celeba.txt"
     attribute_file.unlink(missing_ok=True)  # an old table would make a half-done folder look done
 
@@ -402,7 +403,9 @@ def generate(out_dir: str | Path, n: int, size: int = 64, seed: int = 0, fmt: st
     if workers == 1:
         rows = [_render(job) for job in tqdm(jobs, **progress)]
     else:
-        with Pool(workers) as pool:
+        # "spawn": fresh worker processes, as on macOS and Windows. A fork of a process whose
+        # torch threads are running (a test, a notebook) can deadlock in the child.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
             rows = list(tqdm(pool.imap(_render, jobs, chunksize=64), **progress))
 
     names = [f"{index:06d}.{fmt}" for index in range(1, n + 1)]
@@ -436,7 +439,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--workers {args.workers}: expected at least 1")
 
     start = time.perf_counter()
-    out_dir = generate(args.out, args.n, args.size, args.seed, args.format, args.workers)
+    try:
+        out_dir = generate(args.out, args.n, args.size, args.seed, args.format, args.workers)
+    except DataError as error:  # e.g. --out is a file: one line and exit status 2, as the stages
+        parser.exit(2, f"error: {error}\n")
     elapsed = time.perf_counter() - start
     total_bytes = sum(path.stat().st_size for path in out_dir.rglob("*") if path.is_file())
     print(f"wrote {args.n} faces of {args.size}x{args.size} to {out_dir} in {elapsed:.1f} s "

@@ -131,8 +131,8 @@ def load_vgg16_weights(path: str | Path | None = None, allow_download: bool = Fa
       (a) `path`, if given (--vgg-weights FILE): a torchvision VGG16 state dict, or one holding only
           its `features.*` entries. A missing file or mismatching keys raise ValueError.
       (b) torchvision's cache, torch.hub.get_dir()/checkpoints/vgg16-397923af.pth.
-      (c) only if allow_download: torchvision's IMAGENET1K_V1 URL, saved into that cache; any
-          failure (offline) falls through.
+      (c) only if allow_download: torchvision's IMAGENET1K_V1 URL, saved into that cache and
+          loaded with weights_only=True after a hash check; any failure (offline) falls through.
       (d) nothing: (None, a sentence saying so). PerceptualLoss(None) then uses fixed random weights.
     Only the `features.*` entries are kept: `classifier.*` is not part of the feature extractor.
     """
@@ -148,7 +148,10 @@ def load_vgg16_weights(path: str | Path | None = None, allow_download: bool = Fa
         try:
             import torchvision
             url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
-            state_dict = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True)
+            # weights_only: the file cannot run code; check_hash: its SHA-256 must start with
+            # the 397923af in its name, so a tampered or truncated download is refused
+            state_dict = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True,
+                                                            check_hash=True, weights_only=True)
             return _features_only(state_dict, url), f"VGG16 with ImageNet weights from {url}"
         except Exception as error:  # offline, no torchvision, a broken file: use the fallback
             reason = f"download failed: {type(error).__name__}"

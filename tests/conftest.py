@@ -1,4 +1,5 @@
-"""Fixtures shared by the test modules of stages 3 and 4."""
+"""Fixtures shared by the test modules of stages 3 and 4: a briefly trained autoencoder, CLIP
+and text-to-image model, each trained once per session."""
 
 import pytest
 
@@ -14,4 +15,28 @@ def vae_run(tmp_path_factory):
          "--cache-dir", str(cache), "--steps", "120", "--disc-start", "1000", "--batch-size", "16",
          "--perceptual", "none", "--eval-images", "8", "--scale-images", "64", "--log-every", "10",
          "--eval-every", "120", "--device", "cpu", "--out", str(out)])
+    return out
+
+
+TINY_LDM = ["--lr", "1e-3", "--warmup-steps", "1", "--base-channels", "32", "--channel-mult", "1", "2", "--num-res-blocks", "1",
+            "--attention-levels", "1", "--batch-size", "8", "--sample-seeds", "1",
+            "--sample-steps", "2", "--sample-every", "0", "--log-every", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def clip_run(vae_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clip_for_ldm") / "clip"
+    run(["train_clip.py", "--preset", "cpu", "--vae", str(vae_run / "checkpoint.pt"),
+         "--steps", "2", "--batch-size", "16", "--text-width", "32", "--text-layers", "1",
+         "--embed-dim", "32", "--eval-images", "64", "--device", "cpu", "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def ldm_run(vae_run, clip_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ldm") / "ldm"
+    result = run(["train_ldm.py", "--vae", str(vae_run / "checkpoint.pt"),
+                  "--clip", str(clip_run / "checkpoint.pt"), *TINY_LDM, "--steps", "2",
+                  "--out", str(out)])
+    assert "cross-attention to 32-wide text tokens" in result.stdout
     return out

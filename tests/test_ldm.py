@@ -14,6 +14,7 @@ from diffusion.guidance import guided_prediction
 from models import UNet
 from models.attention import Attention, SpatialTransformer
 from models.metrics import frechet_distance
+from tests.conftest import TINY_LDM
 from tests.test_scripts import run
 
 
@@ -105,30 +106,6 @@ def test_frechet_distance_matches_closed_forms():
 
 
 # ---- Scripts end to end --------------------------------------------------------------------
-
-TINY_LDM = ["--lr", "1e-3", "--warmup-steps", "1", "--base-channels", "32", "--channel-mult", "1", "2", "--num-res-blocks", "1",
-            "--attention-levels", "1", "--batch-size", "8", "--sample-seeds", "1",
-            "--sample-steps", "2", "--sample-every", "0", "--log-every", "1", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def clip_run(vae_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("clip_for_ldm") / "clip"
-    run(["train_clip.py", "--preset", "cpu", "--vae", str(vae_run / "checkpoint.pt"),
-         "--steps", "2", "--batch-size", "16", "--text-width", "32", "--text-layers", "1",
-         "--embed-dim", "32", "--eval-images", "64", "--device", "cpu", "--out", str(out)])
-    return out
-
-
-@pytest.fixture(scope="module")
-def ldm_run(vae_run, clip_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ldm") / "ldm"
-    result = run(["train_ldm.py", "--vae", str(vae_run / "checkpoint.pt"),
-                  "--clip", str(clip_run / "checkpoint.pt"), *TINY_LDM, "--steps", "2",
-                  "--out", str(out)])
-    assert "cross-attention to 32-wide text tokens" in result.stdout
-    return out
-
 
 def test_a_self_contained_checkpoint_samples_with_the_other_files_gone(ldm_run, vae_run, clip_run,
                                                                        tmp_path):

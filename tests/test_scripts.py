@@ -59,8 +59,11 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, cache_di
             break
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr.decode()[-2000:]
+    stdout, stderr = process.communicate(timeout=120)
+    # a stopped run says so and exits 128 + SIGTERM, not 0 as if it had finished
+    assert process.returncode == 143, stderr.decode()[-2000:]
+    assert "continue with the same command and --resume" in stdout.decode()
+    assert "done:" not in stdout.decode()
     stopped_at = torch.load(stopped / "checkpoint.pt", weights_only=True)["step"]
     assert 3 <= stopped_at < 12, "the run should stop within the first 12 steps; slow machine?"
 
@@ -182,7 +185,7 @@ def test_vae_run_saves_an_autoencoder_that_round_trips_with_its_scale_factor(tmp
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert process.returncode == 143, stderr.decode()[-2000:]  # stopped by SIGTERM
     stopped = load_checkpoint(out / "checkpoint.pt", kind="vae")
     assert stopped["step"] > 4 and stopped["scale_factor"] is None
     assert b"latents cached" not in stdout and (out / "latents_val.pt").read_bytes() == before

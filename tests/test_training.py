@@ -77,13 +77,13 @@ def test_ema_follows_the_closed_form():
 
 def test_checkpoint_roundtrip_and_kind(tmp_path):
     path = tmp_path / "ckpt.pt"
-    state = {"kind": "ddpm", "step": 3, "config": {"a": (1, 2)}, "w": torch.arange(4.0),
+    state = {"kind": "toy", "step": 3, "config": {"a": (1, 2)}, "w": torch.arange(4.0),
              "rng": [randomness.rng_state(torch.device("cpu"))]}
     save_checkpoint(path, state)
-    loaded = load_checkpoint(path, kind="ddpm")
+    loaded = load_checkpoint(path, kind="toy")
     assert loaded["step"] == 3 and torch.equal(loaded["w"], torch.arange(4.0))
     randomness.set_rng_state(loaded["rng"][0], torch.device("cpu"))  # survives weights_only
-    with pytest.raises(CheckpointError, match="is a 'ddpm' checkpoint, expected 'vae'"):
+    with pytest.raises(CheckpointError, match="is a 'toy' checkpoint, expected 'vae'"):
         load_checkpoint(path, kind="vae")
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "missing.pt")

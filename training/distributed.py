@@ -65,6 +65,12 @@ def main_process_first(info: Distributed):
         dist.barrier()
 
 
+def barrier(info: Distributed) -> None:
+    """Wait until every process gets here (nothing to wait for in a single process)."""
+    if info.world_size > 1:
+        dist.barrier()
+
+
 def gather_rng_states(device: torch.device, info: Distributed) -> list[dict]:
     """Every rank's RNG state, collected on all ranks (each rank draws its own noise)."""
     state = rng_state(device)

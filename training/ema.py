@@ -4,6 +4,8 @@ import copy
 
 import torch
 
+from training.checkpoints import load_weights
+
 
 class EMA:
     """theta_ema <- d * theta_ema + (1 - d) * theta, with d warmed up as min(decay, (1+n)/(10+n))
@@ -28,7 +30,7 @@ class EMA:
         return {"model": self.model.state_dict(), "num_updates": self.num_updates}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"], "the EMA weights")
         self.num_updates = state["num_updates"]
 
 

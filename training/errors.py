@@ -14,12 +14,18 @@ class CheckpointError(ValueError):
 
 
 def main_guard(main) -> None:
-    """Run `main()`, turning the project's input errors into one line and exit status 2."""
+    """Run `main()`, turning the project's input errors into one line and exit status 2, and an
+    impatient Ctrl-C (the second one, while a checkpoint is being written) into a quiet exit 130:
+    checkpoints are written atomically, so the last complete one is intact."""
     try:
         main()
     except (ConfigError, CheckpointError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: stopped at once; the last checkpoint written is intact",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 def require(condition: bool, message: str) -> None:

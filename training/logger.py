@@ -10,6 +10,8 @@ import math
 import time
 from pathlib import Path
 
+from data import warn
+
 import torch
 
 from training.plots import plot_metrics
@@ -34,9 +36,10 @@ class MetricLogger:
         self.sums, self.count, self.started = {}, 0, time.time()
         self.input = InputClock()  # input_fraction: the share of time spent preparing batches
         if enabled and self.path.exists():
-            lines = [l for l in self.path.read_text().splitlines()
-                     if l.strip() and json.loads(l)["step"] <= resume_step] if resume_step else []
-            self.path.write_text("".join(l + "\n" for l in lines))
+            # Lines written after the checkpoint we resume from belong to the lost stretch.
+            rows = [r for r in read_metrics(self.path) if r["step"] <= resume_step] \
+                if resume_step else []
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def add(self, **terms: torch.Tensor) -> None:
         """One step's loss terms, summed into the window on their device."""
@@ -70,5 +73,28 @@ class MetricLogger:
     def plot(self) -> None:
         """Redraw loss.png from metrics.jsonl."""
         if self.enabled and self.path.exists():
-            rows = [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
-            plot_metrics(rows, self.plot_path)
+            plot_metrics(read_metrics(self.path), self.plot_path)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl. A crash or a full disk can leave a torn last line (half a
+    JSON object, or NUL bytes): such lines are skipped, with one warning."""
+    rows, torn = [], 0
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        if "\x00" in line:  # what a full disk or a crash leaves where a line should be
+            torn += 1
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            torn += 1
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        else:
+            torn += 1
+    if torn:
+        warn(f"{path}: skipped {torn} torn line(s) (left by a crash or a full disk)")
+    return rows

@@ -18,6 +18,7 @@ and the changes are listed.
 """
 
 import dataclasses
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -27,9 +28,10 @@ from tqdm import tqdm
 
 from training.checkpoints import load_checkpoint, save_checkpoint
 from training.config import flag, format_config, same_value
-from training.distributed import (Distributed, cleanup_distributed, gather_rng_states,
+from training.distributed import (Distributed, barrier, cleanup_distributed, gather_rng_states,
                                   replica_difference, rng_state_for_rank, setup_distributed)
 from training.errors import ConfigError
+from training.folders import check_new_run, check_output, output_folder
 from training.randomness import set_rng_state
 
 
@@ -70,13 +72,21 @@ class Run:
 
 
 def start_run(cfg) -> Run:
-    """Join the processes (under torchrun), pick the device, create OUT and print the config."""
+    """Join the processes (under torchrun), pick the device, check and create OUT (an existing
+    run in it is refused unless --resume or --overwrite), and print the config."""
     info, device = setup_distributed(cfg.device)
-    run = Run(cfg, info, device, Path(cfg.out))
+    run = Run(cfg, info, device, check_output("--out", cfg.out))  # every rank looks first
+    old_files = check_new_run(cfg, run.out)
+    barrier(info)  # every rank has looked before the first one deletes or writes anything
     if run.is_main:
-        run.out.mkdir(parents=True, exist_ok=True)
+        for path in old_files:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if old_files:
+            print(f"--overwrite: deleted the previous run's {', '.join(p.name for p in old_files)}")
+        output_folder(run.out)
         print(f"device {device}, {info.world_size} process(es); config:")
         print(format_config(cfg))
+    barrier(info)
     return run
 
 
@@ -85,7 +95,7 @@ def check_resume(cfg, saved: dict, path: Path) -> list[str]:
     checkpoint's config `saved`; returns the names of the other settings that differ."""
     changed = []
     for field in dataclasses.fields(cfg):
-        if field.name == "resume" or field.name not in saved:
+        if field.name in ("resume", "overwrite") or field.name not in saved:
             continue
         new, old = getattr(cfg, field.name), saved[field.name]
         if same_value(new, old):
@@ -127,13 +137,17 @@ def due(done: int, every: int) -> bool:
     return every > 0 and done % every == 0
 
 
-def finish_run(run: Run, model: torch.nn.Module | None = None) -> None:
-    """Under torchrun: check that the replicas of `model` agree, and leave the process group."""
+def finish_run(run: Run, model: torch.nn.Module | None = None, stop=None) -> None:
+    """Under torchrun: check that the replicas of `model` agree, and leave the process group.
+    A run stopped by a signal (`stop`, a StopFlag) then exits with status 128 + the signal's
+    number (130 for Ctrl-C, 143 for SIGTERM), as a stopped program does, not 0 as if finished."""
     if run.info.world_size > 1 and model is not None:
         difference = replica_difference(model, run.info)
         run.print(f"DDP: the weights of the {run.info.world_size} processes differ by at most "
                   f"{difference}")
     cleanup_distributed(run.info)
+    if stop is not None and stop.signal is not None:
+        sys.exit(128 + stop.signal)
 
 
 class StopFlag:
@@ -141,13 +155,13 @@ class StopFlag:
     A second Ctrl-C exits at once."""
 
     def __init__(self):
-        self.requested = False
+        self.requested, self.signal = False, None
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+            raise KeyboardInterrupt  # main_guard: a quiet exit 130
+        self.requested, self.signal = True, signum
         print(f"\n{signal.Signals(signum).name}: saving a checkpoint, then stopping "
               "(press Ctrl-C again to quit at once)", file=sys.stderr)
