@@ -17,7 +17,8 @@
 4. The Frechet distance between real held-out images and the generated ones in the judge's
    feature space (the FID formula, Heusel et al. 2017, with this small classifier instead of
    Inception: comparable between runs of this project, not with published FIDs), next to the
-   distance between two halves of the real data as its noise floor; and the CLIP score (mean
+   distance between real training and real held-out images as its noise floor, every set cut to
+   the same size (the estimate grows as the sets shrink); and the CLIP score (mean
    cosine similarity of image and prompt) from the project's CLIP, next to real images with their
    own captions.
 

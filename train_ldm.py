@@ -3,8 +3,8 @@
 [P12] The diffusion model of stage 1 runs on the autoencoder's latents instead of pixels: the
 training images were encoded once by train_vae.py (OUT/latents_*.pt), each step draws
 z ~ q(z | x), multiplies it by the stored scale factor so it has unit variance, and trains the
-UNet to predict the noise exactly as in train_unconditional.py. Samples are latents, which the
-decoder turns into images.
+UNet as in train_unconditional.py, to predict v by default (--prediction-type epsilon predicts
+the noise, as stage 1 does). Samples are latents, which the decoder turns into images.
 
 [P16] With --clip, every attention block of the UNet also attends to the frozen CLIP text
 encoder's hidden states (cross-attention: the image features ask, the text tokens answer). The
@@ -75,7 +75,7 @@ class Config:
     prediction_type: str = opt("v", "what the UNet predicts: v (Salimans & Ho 2022) or epsilon; "
                                     "latents cannot be clipped like pixels, and x0 from an "
                                     "epsilon model amplifies its errors by sqrt((1-a)/a) at high "
-                                    "noise (x150 at t = T-1), so v is the default here", fixed=True)
+                                    "noise (x157 at t = T-1), so v is the default here", fixed=True)
     # optimisation
     steps: int = opt(40_000, "optimizer steps in total")
     batch_size: int = opt(128, "latents per step (summed over processes under torchrun)")
