@@ -285,9 +285,10 @@ def main():
     print(f"{len(prompts)} prompts x {args.n} seeds, guidance {guidance}, {args.sampler} {steps} "
           f"steps; {args.unconditional} unconditional samples")
 
-    require(args.sampler == "ddpm" or args.steps <= pipe.scheduler.num_train_timesteps,
-            f"--steps {args.steps}: expected 1 to {pipe.scheduler.num_train_timesteps}")
-    scheduler = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing)
+    try:
+        scheduler = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing)
+    except ValueError as error:  # a step count the model's schedule does not have
+        raise ConfigError(f"--steps {error}") from None
     sampling_started = time.time()
     images = generate_all(pipe, prompts, args.n, guidance, scheduler, args.batch_size, "prompts")
     sampling_seconds = time.time() - sampling_started

@@ -100,12 +100,12 @@ def trajectory_strip(trajectory: list, max_images: int = 4) -> torch.Tensor:
 
 def make_scheduler(args, ddpm):
     """The sampler of --sampler, --steps and --spacing for a model trained with `ddpm`."""
-    T = ddpm.num_train_timesteps
-    require(args.sampler == "ddpm" or 0 < args.steps <= T,
-            f"--steps {args.steps}: expected 1 to {T} (the model's number of timesteps)")
     require(args.sampler != "dpm++" or args.eta == 0.0,
             f"--eta {args.eta}: DPM-Solver++ is deterministic (eta 0)")
-    return make_sampler(ddpm, args.sampler, args.steps, args.spacing)
+    try:
+        return make_sampler(ddpm, args.sampler, args.steps, args.spacing)
+    except ValueError as error:  # a step count the model's schedule does not have
+        raise ConfigError(f"--steps {error}") from None
 
 
 def trajectory_columns(scheduler, strength: float) -> list[int]:

@@ -173,9 +173,10 @@ def main():
     # ---- Model, schedule, optimizer ----------------------------------------------------------
     seed_everything(cfg.seed)
     context_dim = text.text_encoder.width if text else None
-    model = build_unet(dataclasses.asdict(cfg), latent_shape[0], context_dim).to(device)
+    config = dataclasses.asdict(cfg)  # the builders read the settings by name
+    model = build_unet(config, latent_shape[0], context_dim).to(device)
     # no x0 clipping: latents are not bounded to [-1, 1] the way pixels are
-    scheduler = DDPMScheduler.from_config(dataclasses.asdict(cfg), clip_sample=False).to(device)
+    scheduler = DDPMScheduler.from_config(config, clip_sample=False).to(device)
     optimizer = make_adam(torch.optim.AdamW, model.parameters(), lr=cfg.lr, weight_decay=0.0)
     scaler = make_grad_scaler(device, cfg.precision)
     ema = EMA(model, cfg.ema_decay)

@@ -135,8 +135,9 @@ def main():
     # ---- Model, schedule, optimizer ----------------------------------------------------------
     seed_everything(cfg.seed)  # the same initial weights on every rank
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = build_unet(dataclasses.asdict(cfg), in_channels=3).to(device, memory_format=memory_format)
-    scheduler = DDPMScheduler.from_config(dataclasses.asdict(cfg), clip_sample=True).to(device)
+    config = dataclasses.asdict(cfg)  # the builders read the settings by name
+    model = build_unet(config, in_channels=3).to(device, memory_format=memory_format)
+    scheduler = DDPMScheduler.from_config(config, clip_sample=True).to(device)
     optimizer = make_adam(torch.optim.Adam, model.parameters(), lr=cfg.lr)
     scaler = make_grad_scaler(device, cfg.precision)
     ema = EMA(model, cfg.ema_decay)

@@ -42,11 +42,17 @@ class DPMSolverScheduler(DDIMScheduler):
     def set_timesteps(self, num_inference_steps: int) -> None:
         super().set_timesteps(num_inference_steps)
         self._history = None  # (timestep the next step must start from, x0_pred, h) of the last step
+        self._alpha_bars = self.alphas_cumprod.tolist()  # (T,) floats: the float32 values, on the host
+
+    def alpha_bar_value(self, t: int) -> float:
+        """alpha_bar_t as a Python float (alpha_bar_{-1} = 1), read from a host copy of the
+        schedule made once per set_timesteps: no device read, hence no sync, in the loop."""
+        return self._alpha_bars[t] if t >= 0 else 1.0
 
     def log_snr_half(self, t: int) -> float:
         """lambda_t = log(alpha_t / sigma_t) = 0.5 log(alpha_bar_t / (1 - alpha_bar_t)), a Python
         float (double precision on the CPU, so nothing in float64 reaches the device)."""
-        alpha_bar = float(self.alpha_bar(t))
+        alpha_bar = self.alpha_bar_value(t)
         return 0.5 * (math.log(alpha_bar) - math.log(1 - alpha_bar))
 
     def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, eta: float = 0.0,
@@ -66,7 +72,7 @@ class DPMSolverScheduler(DDIMScheduler):
             return StepOutput(x0_pred, x0_pred)
 
         # the step's scalars as Python floats, computed on the CPU in double precision
-        alpha_bar_t, alpha_bar_s = float(self.alpha_bar(t)), float(self.alpha_bar(prev_t))
+        alpha_bar_t, alpha_bar_s = self.alpha_bar_value(t), self.alpha_bar_value(prev_t)
         sigma_t, sigma_s = math.sqrt(1 - alpha_bar_t), math.sqrt(1 - alpha_bar_s)
         alpha_s = math.sqrt(alpha_bar_s)
         h = self.log_snr_half(prev_t) - self.log_snr_half(t)                # > 0: less noise at s

@@ -27,7 +27,8 @@ def make_sampler(ddpm: DDPMScheduler, name: str, steps: int,
     if name not in SAMPLERS:
         raise ValueError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
     if not 0 < steps <= ddpm.num_train_timesteps:
-        raise ValueError(f"{steps} steps: expected 1 to {ddpm.num_train_timesteps}")
+        raise ValueError(f"{steps}: expected 1 to {ddpm.num_train_timesteps} steps (the model's "
+                         "number of timesteps)")
     if name == "ddim":
         scheduler = DDIMScheduler.from_ddpm(ddpm, spacing or "leading")
     else:

@@ -40,8 +40,9 @@ def check_output(flag: str, path: str | Path, folder: bool = True,
 
 
 def output_folder(path: str | Path, name: str = "--out") -> Path:
-    """Create the folder `path` (and its parents), or a ConfigError naming what is in the way."""
-    path = check_output(name, path)
+    """Create the folder `path` (and its parents), once check_output has passed it; a
+    ConfigError if the file system still refuses."""
+    path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
