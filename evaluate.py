@@ -22,7 +22,19 @@
    cosine similarity of image and prompt) from the project's CLIP, next to real images with their
    own captions.
 
+5. Diversity: per prompt, the mean pairwise distance of its images in the judge's features over
+   that of real held-out images meeting the same requirement (1: as varied as real faces with
+   those attributes; 0: one image repeated).
+6. The autoencoder inside the model: held-out PSNR of its reconstructions, and attribute
+   preservation, the share of held-out images whose reconstruction the judge reads the same way as
+   the original, per attribute (what of each attribute survives the latents).
+
 It prints a table and writes OUT/eval.json and OUT/prompts.png (one row per single-attribute prompt).
+
+    python evaluate.py --ckpt runs/unconditional_cpu/checkpoint.pt   # a stage-1 pixel model
+
+A stage-1 checkpoint gets only the Frechet distance of --unconditional samples to real held-out
+images, next to its noise floor (real train vs real held-out images, the same number of each).
 """
 
 from __future__ import annotations
@@ -41,11 +53,14 @@ from data import load_dataset, warn
 from data.augment import augment
 from data.captions import full_caption
 from diffusion import SAMPLERS, make_sampler
-from diffusion.pipeline import TextToImage, generate, text_to_image_from_state
+from diffusion.pipeline import (TextToImage, generate, pixel_model_from_state,
+                                text_to_image_from_state)
+from diffusion.sampling import sample
 from models.classifier import AttributeClassifier
 from models.clip import TrainedCLIP, encode_images, load_clip
 from models.clip_eval import embed_texts, zero_shot_attributes
-from models.metrics import feature_statistics, frechet_distance, frechet_distance_spread
+from models.metrics import (attribute_preservation, diversity_ratio, feature_statistics,
+                            frechet_distance, frechet_distance_spread, psnr)
 from training.checkpoints import load_checkpoint, load_weights, save_checkpoint
 from training.config import format_config, opt, parse_config
 from training.device import pick_device
@@ -231,10 +246,95 @@ def clip_image_vectors(clip: TrainedCLIP, images: torch.Tensor, device) -> torch
                       for i in range(0, len(images), 256)])
 
 
+def prompt_diversity(generated: torch.Tensor, meets: torch.Tensor, held_out, classifier, device,
+                     most: int = 64) -> float:
+    """Diversity of one prompt's images: the mean pairwise distance of their judge features (n, F)
+    over that of up to `most` real held-out images that meet the same requirement (`meets`, (N,)
+    bool by their labels), evenly spaced among them."""
+    indices = meets.nonzero().flatten()
+    indices = indices[torch.linspace(0, len(indices) - 1, min(most, len(indices))).round().long()]
+    if len(indices) < 2 or len(generated) < 2:
+        return float("nan")
+    real = judge(classifier, held_out.batch(indices, "cpu")["image"], device)[1]
+    return diversity_ratio(generated, real)
+
+
 def clip_score(clip: TrainedCLIP, images: torch.Tensor, prompts: list[str], device) -> torch.Tensor:
     """(N,) cosine similarity between each image and its prompt in the CLIP space."""
     texts = embed_texts(clip.clip, clip.tokenizer, prompts, device).cpu()
     return (clip_image_vectors(clip, images, device) * texts).sum(-1)
+
+
+def real_frechet_sets(data: str, size: int, cache_dir: Path, classifier, k: int, device):
+    """Judge features of k evenly spaced held-out images and of k training images: the reference
+    set and the noise floor's second set (every set of one comparison has the same size k)."""
+    sets = {}
+    for split in ("val", "train"):
+        dataset = load_dataset(data, size, split=split, cache_dir=cache_dir)
+        pick = torch.linspace(0, len(dataset) - 1, k).round().long()
+        sets[split] = judge(classifier, dataset.batch(pick, "cpu")["image"], device)[1]
+    return sets["val"], sets["train"]
+
+
+def evaluate_pixel_model(args, state: dict, data: str, size: int, cache_dir: Path, out: Path,
+                         device, started: float) -> None:
+    """Stage 1: are the samples faces? The Frechet distance of --unconditional samples to real
+    held-out images, against the noise floor of real training images against the same ones."""
+    model, ddpm = pixel_model_from_state(state, device)
+    try:
+        scheduler = make_sampler(ddpm, args.sampler, args.steps, args.spacing)
+    except ValueError as error:
+        raise ConfigError(f"--steps {error}") from None
+    classifier, judge_state = load_judge(data, size, cache_dir, args.classifier_steps, device,
+                                         retrain=args.retrain_judge)
+    held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
+    k = min(args.unconditional, args.real_images, len(held_out))
+    generator = torch.Generator().manual_seed(0)
+    images = []
+    for start in tqdm(range(0, k, args.batch_size), desc="samples", leave=False):
+        x_T = torch.randn(min(args.batch_size, k - start), 3, size, size, generator=generator)
+        images.append(sample(lambda x_t, t: model(x_t, t), scheduler, x_T.to(device),
+                             generator=generator, progress=False).clamp(-1, 1).cpu())
+    images = torch.cat(images)
+    generated = judge(classifier, images, device)[1]
+    real, real_train = real_frechet_sets(data, size, cache_dir, classifier, k, device)
+    fd = {"images_per_set": k,
+          "generated_vs_real": frechet_distance(*feature_statistics(generated),
+                                                *feature_statistics(real)),
+          "generated_vs_real_spread": frechet_distance_spread(generated, real),
+          "real_train_vs_real_val": frechet_distance(*feature_statistics(real_train),
+                                                     *feature_statistics(real))}
+    fd["ratio_to_floor"] = fd["generated_vs_real"] / fd["real_train_vs_real_val"]
+    report = {"checkpoint": str(args.ckpt), "kind": "ddpm", "step": state["step"],
+              "sampler": args.sampler, "steps": None if args.sampler == "ddpm" else args.steps,
+              "frechet_distance": fd, "judge_val_accuracy": judge_state["val_accuracy"],
+              "seconds": time.time() - started}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    save_grid(images[:64], out / "samples.png", nrow=8)
+    steps = "all T" if args.sampler == "ddpm" else f"{args.steps}"
+    print(f"\nstage-1 samples ({args.sampler}, {steps} steps), Frechet distance in the judge's "
+          f"features, {k} images per set:\n"
+          f"  generated vs real held-out {fd['generated_vs_real']:.3f} (bootstrap sd {fd['generated_vs_real_spread']:.3f}); real train vs real held-out "
+          f"{fd['real_train_vs_real_val']:.3f} (noise floor); ratio {fd['ratio_to_floor']:.2f}")
+    print(f"wrote {out}/eval.json, {out}/samples.png ({time.time() - started:.0f} s)")
+
+
+@torch.no_grad()
+def autoencoder_report(pipe: TextToImage, held_out, classifier, count: int, device) -> dict:
+    """[P10] What survives the latents: held-out PSNR of mode reconstructions, and per attribute
+    the share of images the judge reads the same way before and after (attribute preservation)."""
+    pick = torch.linspace(0, len(held_out) - 1, count).round().long()
+    originals, reconstructions = [], []
+    for chunk in pick.split(128):
+        x = held_out.batch(chunk, device)["image"]
+        originals.append(x.cpu())
+        reconstructions.append(pipe.vae(x, sample_posterior=False)[0].float().clamp(-1, 1).cpu())
+    originals, reconstructions = torch.cat(originals), torch.cat(reconstructions)
+    preserved = attribute_preservation(judge(classifier, originals, device)[0],
+                                       judge(classifier, reconstructions, device)[0])
+    return {"images": count, "psnr": psnr(originals, reconstructions).mean().item(),
+            "attribute_preservation": dict(zip(held_out.attribute_names, preserved.tolist()))}
 
 
 def main():
@@ -249,19 +349,22 @@ def main():
     device = pick_device(args.device)
     started = time.time()
     try:
-        state = load_checkpoint(args.ckpt, kind="ldm")
+        state = load_checkpoint(args.ckpt, kind=("ldm", "ddpm"))
     except CheckpointError as error:
         raise ConfigError(str(error)) from None
-    # The data and the judge live in the autoencoder's cache folder; a relative --cache-dir of
-    # train_vae.py is read from the current folder, so say which folder that is.
-    vae_config = state["vae_config"]
-    data, size = vae_config["data"], vae_config["image_size"]
-    cache_dir = Path(vae_config["cache_dir"])
+    # The data and the judge live in the training cache folder; a relative --cache-dir is read
+    # from the current folder, so say which folder that is.
+    data_config = state["vae_config"] if state["kind"] == "ldm" else state["config"]
+    data, size = data_config["data"], data_config["image_size"]
+    cache_dir = Path(data_config["cache_dir"])
     relative = "" if cache_dir.is_absolute() else ", relative to the current folder"
     missing = "" if cache_dir.exists() else ("; it does not exist yet: the data and the judge "
                                              "will be built there")
-    print(f"data and judge cache: {cache_dir.resolve()} (train_vae.py's --cache-dir{relative})"
+    print(f"data and judge cache: {cache_dir.resolve()} (the training --cache-dir{relative})"
           f"{missing}")
+    if state["kind"] == "ddpm":
+        evaluate_pixel_model(args, state, data, size, cache_dir, out, device, started)
+        return
     pipe = text_to_image_from_state(state, device)
     require(pipe.text is not None, f"--ckpt {args.ckpt}: an unconditional model (trained "
                                      "without --clip); evaluate.py measures prompt following")
@@ -309,11 +412,17 @@ def main():
             results[group].append({"prompt": prompts[index], "requirement": requirement,
                                    "accuracy": right.float().mean().item(),
                                    "unconditional": baseline.float().mean().item(),
-                                   "data_rate": real.float().mean().item()})
+                                   "data_rate": real.float().mean().item(),
+                                   "diversity": prompt_diversity(
+                                       features[index * args.n:(index + 1) * args.n], real,
+                                       held_out, classifier, device)})
             index += 1
     summary = {group: {"accuracy": sum(r["accuracy"] for r in rs) / len(rs),
                        "unconditional": sum(r["unconditional"] for r in rs) / len(rs),
+                       "diversity": sum(r["diversity"] for r in rs) / len(rs),
                        "prompts": len(rs)} for group, rs in results.items() if rs}
+    autoencoder = autoencoder_report(pipe, held_out, classifier,
+                                     min(args.real_images, len(held_out)), device)
 
     # ---- Frechet distance in the judge's feature space, and the CLIP score ------------------
     # Every set is cut to the same size k (evenly spaced picks): the estimate grows as k shrinks,
@@ -359,6 +468,7 @@ def main():
               "spacing": None if args.sampler == "ddpm" else scheduler.timestep_spacing,
               "sampling_seconds_prompts": sampling_seconds, "images_per_prompt": args.n, "summary": summary,
               "prompts": results, "frechet_distance": fd, "clip_score": scores,
+              "autoencoder": autoencoder,
               "judge_val_accuracy": judge_state["val_accuracy"],
               "seconds": time.time() - started}
     (out / "eval.json").write_text(json.dumps(report, indent=1))
@@ -374,14 +484,21 @@ def print_report(report: dict, names: list[str]) -> None:
     steps = "" if report["steps"] is None else f" {report['steps']} steps"
     print(f"\nprompt following at guidance {report['guidance']}, {report['sampler']}{steps} "
           f"({report['images_per_prompt']} images per prompt; judge = attribute classifier):")
-    print(f"  {'prompt':58s} {'right':>6s} {'uncond':>6s} {'judge':>6s}")
+    print(f"  {'prompt':58s} {'right':>6s} {'uncond':>6s} {'judge':>6s} {'divers':>6s}")
     for r in report["prompts"]["single"]:
         judge_acc = min(report["judge_val_accuracy"][n] for n in r["requirement"])
         print(f"  {r['prompt'][:58]:58s} {r['accuracy']:6.2f} {r['unconditional']:6.2f} "
-              f"{judge_acc:6.2f}")
+              f"{judge_acc:6.2f} {r['diversity']:6.2f}")
     for group, s in report["summary"].items():
         print(f"  {group + ' (mean of ' + str(s['prompts']) + ' prompts)':58s} "
-              f"{s['accuracy']:6.2f} {s['unconditional']:6.2f}")
+              f"{s['accuracy']:6.2f} {s['unconditional']:6.2f} {'':6s} {s['diversity']:6.2f}")
+    print("  (judge: its held-out accuracy on the prompt's attributes, the lowest of them; "
+          "divers: diversity, generated over real)")
+    ae = report["autoencoder"]
+    print(f"autoencoder on {ae['images']} held-out images: PSNR {ae['psnr']:.2f} dB; attribute "
+          "preservation (judge's held-out accuracy):")
+    for name, kept in ae["attribute_preservation"].items():
+        print(f"  {name:18s} {kept:5.3f} ({report['judge_val_accuracy'][name]:.3f})")
     fd = report["frechet_distance"]
     print(f"Frechet distance in the judge's features ({fd['images_per_set']} images per set): "
           f"generated {fd['generated_vs_real']:.3f} (bootstrap sd "

@@ -36,7 +36,7 @@ from models.vae import load_vae
 from training.batches import BatchSampler
 from training.checkpoints import load_weights
 from training.config import opt, parse_config
-from training.device import autocast, make_grad_scaler
+from training.device import PRECISION_CHOICES, autocast, make_grad_scaler
 from training.distributed import any_rank, wrap_ddp
 from training.ema import unwrap
 from training.errors import CheckpointError, ConfigError, main_guard, require, require_positive
@@ -68,7 +68,9 @@ class Config:
     lr: float = opt(5e-4, "AdamW peak learning rate (warm-up, then cosine decay to 0)")
     warmup_steps: int = opt(300, "linear learning-rate warm-up")
     weight_decay: float = opt(0.1, "AdamW weight decay on matrices (not on norms, biases, t)")
-    precision: str = opt("fp32", "fp32, bf16 or fp16 (CUDA only)")
+    precision: str = opt("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
+                                 "bf16 or fp16 (CUDA only)",
+                         choices=PRECISION_CHOICES)
     compile: bool = opt(False, "torch.compile the model: faster steps after a first step that "
                                "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping

@@ -29,12 +29,13 @@ from training.batches import BatchSampler
 from training.checks import range_problems, require_valid, schedule_problems, unet_problems
 from training.checkpoints import load_weights
 from training.config import opt, parse_config
-from training.device import autocast, make_grad_scaler
+from training.device import PRECISION_CHOICES, autocast, make_grad_scaler
 from training.distributed import any_rank, main_process_first, wrap_ddp
 from training.ema import EMA
 from training.errors import main_guard, require, require_positive
 from training.logger import MetricLogger
-from training.optim import load_optimizer_state, make_adam, optimizer_step, set_lr, warmup_lr
+from training.optim import (LR_SCHEDULES, load_optimizer_state, make_adam, optimizer_step,
+                            scheduled_lr, set_lr)
 from training.plots import save_grid
 from training.randomness import seed_everything
 from training.run import StopFlag, due, finish_run, resume_state, start_noise, start_run
@@ -70,9 +71,13 @@ class Config:
     batch_size: int = opt(128, "images per step (summed over processes under torchrun)")
     lr: float = opt(2e-4, "Adam learning rate after warm-up (DDPM used 2e-4)")
     warmup_steps: int = opt(1000, "linear learning-rate warm-up")
+    lr_schedule: str = opt("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
+                           choices=LR_SCHEDULES)
     grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)")
     ema_decay: float = opt(0.9995, "decay of the weights' moving average used for sampling")
-    precision: str = opt("fp32", "fp32, bf16 or fp16 (CUDA only, with loss scaling)")
+    precision: str = opt("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
+                                 "bf16 or fp16 (CUDA only, with loss scaling)",
+                         choices=PRECISION_CHOICES)
     compile: bool = opt(False, "torch.compile the model: faster steps after a first step that "
                                "compiles (its time is printed); needs a C++ compiler on the CPU")
     channels_last: bool = opt(True, "NHWC memory layout (faster convolutions on most devices)")
@@ -186,7 +191,7 @@ def main():
             prediction = train_model(x_t, t)
         loss = F.mse_loss(prediction.float(), scheduler.training_target(x0, noise, t))
         # 5. backward, and one optimizer step with the learning rate warmed up linearly
-        lr = warmup_lr(step, cfg.lr, cfg.warmup_steps)
+        lr = scheduled_lr(cfg.lr_schedule, step, cfg.lr, cfg.warmup_steps, cfg.steps)
         set_lr(optimizer, lr)
         scaler.scale(loss).backward()
         grad_norm = optimizer_step(optimizer, scaler, model.parameters(), cfg.grad_clip)

@@ -38,11 +38,12 @@ from training.batches import BatchSampler
 from training.checks import discriminator_problems, range_problems, require_valid, widths_problems
 from training.checkpoints import load_weights
 from training.config import opt, parse_config
-from training.device import autocast, make_grad_scaler
+from training.device import PRECISION_CHOICES, autocast, make_grad_scaler
 from training.distributed import any_rank, main_process_first, wrap_ddp
 from training.errors import ConfigError, main_guard, require, require_positive
 from training.logger import MetricLogger
-from training.optim import load_optimizer_state, make_adam, optimizer_step, set_lr, warmup_lr
+from training.optim import (LR_SCHEDULES, load_optimizer_state, make_adam, optimizer_step,
+                            scheduled_lr, set_lr)
 from training.plots import save_grid
 from training.randomness import seed_everything
 from training.run import StopFlag, due, finish_run, resume_state, start_noise, start_run
@@ -80,7 +81,11 @@ class Config:
     batch_size: int = opt(16, "images per step (summed over processes under torchrun)")
     lr: float = opt(1e-4, "Adam learning rate of both optimizers, betas (0.5, 0.9) as in LDM")
     warmup_steps: int = opt(500, "linear learning-rate warm-up")
-    precision: str = opt("fp32", "fp32, bf16 or fp16 (CUDA only)")
+    lr_schedule: str = opt("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
+                           choices=LR_SCHEDULES)
+    precision: str = opt("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
+                                 "bf16 or fp16 (CUDA only)",
+                         choices=PRECISION_CHOICES)
     compile: bool = opt(False, "torch.compile the autoencoder: faster steps after a first step that "
                                "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping
@@ -229,7 +234,7 @@ def main():
             x = augment(x)
         logger.input.stop()
         gan_on = step >= cfg.disc_start
-        lr = warmup_lr(step, cfg.lr, cfg.warmup_steps)
+        lr = scheduled_lr(cfg.lr_schedule, step, cfg.lr, cfg.warmup_steps, cfg.steps)
         set_lr(opt_ae, lr)
         set_lr(opt_d, lr)
 

@@ -1,6 +1,8 @@
-"""Image-quality metrics for reconstructions: PSNR and SSIM, on images in [-1, 1].
+"""Image-quality metrics: PSNR and SSIM of reconstructions (on images in [-1, 1]), the Frechet
+distance, and what the judge of evaluate.py reads from images: attribute preservation and diversity.
 
-Both are computed on the [0, 1] scale, the convention of most papers, so the numbers compare.
+PSNR and SSIM are computed on the [0, 1] scale, the convention of most papers, so the numbers
+compare.
 """
 
 import torch
@@ -80,3 +82,22 @@ def frechet_distance_spread(features_a: torch.Tensor, features_b: torch.Tensor, 
         b = features_b[torch.randint(len(features_b), (len(features_b),), generator=generator)]
         distances.append(frechet_distance(*feature_statistics(a), *feature_statistics(b)))
     return torch.tensor(distances).std().item()
+
+
+def attribute_preservation(original: torch.Tensor, reconstructed: torch.Tensor) -> torch.Tensor:
+    """Judge probabilities (N, A) of originals and of their reconstructions -> (A,): the share of
+    images whose reconstruction the judge reads the same way as the original (present or absent,
+    at p = 0.5). 1.0 means the autoencoder kept what the judge can see of every attribute."""
+    return ((original > 0.5) == (reconstructed > 0.5)).float().mean(0)
+
+
+def mean_pairwise_distance(features: torch.Tensor) -> float:
+    """(N, D) features -> the mean Euclidean distance over the N (N - 1) / 2 distinct pairs."""
+    return torch.pdist(features.double()).mean().item()
+
+
+def diversity_ratio(generated: torch.Tensor, real: torch.Tensor) -> float:
+    """How diverse a prompt's images are, relative to real images with the same attributes:
+    mean pairwise distance of the generated features (N, D) over that of the real ones (M, D).
+    About 1 when both are draws from the same distribution; 0 for N copies of one image."""
+    return mean_pairwise_distance(generated) / mean_pairwise_distance(real)

@@ -201,6 +201,13 @@ def test_evaluate_reports_prompt_following_against_the_unconditional_baseline(ld
         assert entry["data_rate"] > 0  # the combination occurs in real rows
     assert math.isfinite(report["frechet_distance"]["generated_vs_real"])
     assert {"generated", "real_with_own_captions"} <= report["clip_score"].keys()
+    for entry in report["prompts"]["single"]:  # 2 images per prompt: one pair each
+        assert math.isnan(entry["diversity"]) or entry["diversity"] >= 0
+    autoencoder = report["autoencoder"]
+    assert autoencoder["images"] == 32 and 0 < autoencoder["psnr"] < 60
+    assert len(autoencoder["attribute_preservation"]) == 15
+    assert all(0 <= v <= 1 for v in autoencoder["attribute_preservation"].values())
+    assert "attribute preservation" in result.stdout and "divers" in result.stdout
 
 
 def test_frechet_spread_matches_the_spread_over_fresh_draws():

@@ -4,6 +4,7 @@ Tiny models on a tiny synthetic set, so each run takes seconds on a CPU.
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -189,3 +190,18 @@ def test_vae_run_saves_an_autoencoder_that_round_trips_with_its_scale_factor(tmp
     stopped = load_checkpoint(out / "checkpoint.pt", kind="vae")
     assert stopped["step"] > 4 and stopped["scale_factor"] is None
     assert b"latents cached" not in stdout and (out / "latents_val.pt").read_bytes() == before
+
+
+def test_evaluate_scores_a_pixel_model_against_the_real_noise_floor(tmp_path, cache_dir):
+    out = tmp_path / "pixel"
+    run(["train_unconditional.py", *TINY, "--cache-dir", cache_dir, "--steps", "2",
+         "--out", str(out)])
+    result = run(["evaluate.py", "--ckpt", str(out / "checkpoint.pt"), "--unconditional", "12",
+                  "--steps", "2", "--real-images", "5", "--classifier-steps", "3",
+                  "--device", "cpu"])
+    report = json.loads((out / "eval" / "eval.json").read_text())
+    fd = report["frechet_distance"]
+    assert report["kind"] == "ddpm" and fd["images_per_set"] == 5  # every set cut to 5
+    assert fd["real_train_vs_real_val"] > 0 and fd["generated_vs_real"] > 0
+    assert math.isclose(fd["ratio_to_floor"], fd["generated_vs_real"] / fd["real_train_vs_real_val"])
+    assert "noise floor" in result.stdout and (out / "eval" / "samples.png").is_file()

@@ -210,3 +210,14 @@ def test_input_clock_reports_the_share_of_each_window(monkeypatch):
     clock.start()
     clock.stop()
     assert clock.fraction(1.0) == pytest.approx(0.25)
+
+
+def test_precision_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
+    import training.device as device_module
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
+    assert device_module.auto_precision(torch.device("cpu"))[0] == "bf16"
+    assert device_module.auto_precision(torch.device("mps"))[0] == "fp32"
+    assert device_module.auto_precision(torch.device("cuda"))[0] == "fp32"
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    precision, note = device_module.auto_precision(torch.device("cpu"))
+    assert precision == "fp32" and "--precision bf16" in note

@@ -45,6 +45,18 @@ def warmup_cosine_lr(step: int, peak_lr: float, warmup_steps: int, total_steps: 
     return warmup_lr(step, peak_lr, warmup_steps) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_lr(schedule: str, step: int, peak_lr: float, warmup_steps: int,
+                 total_steps: int) -> float:
+    """The learning rate of a stage's --lr-schedule: constant after the warm-up, or cosine decay
+    to 0 at the last step (a short run then ends on small steps, which lowers its final loss)."""
+    if schedule == "cosine":
+        return warmup_cosine_lr(step, peak_lr, warmup_steps, total_steps)
+    return warmup_lr(step, peak_lr, warmup_steps)
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from training.checkpoints import load_checkpoint, save_checkpoint
 from training.config import flag, format_config, same_value
+from training.device import auto_precision
 from training.distributed import (Distributed, barrier, cleanup_distributed, gather_rng_states,
                                   replica_difference, rng_state_for_rank, setup_distributed)
 from training.errors import ConfigError
@@ -84,6 +85,10 @@ def start_run(cfg) -> Run:
         if old_files:
             print(f"--overwrite: deleted the previous run's {', '.join(p.name for p in old_files)}")
         output_folder(run.out)
+    if getattr(cfg, "precision", None) == "auto":
+        cfg.precision, note = auto_precision(device)
+        run.print(note)
+    if run.is_main:
         print(f"device {device}, {info.world_size} process(es); config:")
         print(format_config(cfg))
     barrier(info)
