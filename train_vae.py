@@ -300,8 +300,9 @@ def main():
         print(f"latent std {1 / scale_factor:.4f} -> scale_factor {scale_factor:.4f} (in the checkpoint)")
         if cfg.encode_latents:
             for split, data in (("train", dataset), ("val", held_out)):
-                encode_dataset(vae, data, cfg.batch_size, device, run.out / f"latents_{split}.pt",
-                               scale_factor, cfg.data, cfg.image_size)
+                encode_dataset(vae, data, 4 * cfg.batch_size, device,  # no gradients: 4x batch
+                               run.out / f"latents_{split}.pt", scale_factor, cfg.data,
+                               cfg.image_size, cfg.precision)
             print(f"latents cached in {run.out}/latents_train.pt and latents_val.pt")
         print(f"done: {run.checkpoint_path}, reconstructions in {run.out}/reconstructions, "
               f"curves in {run.out}/loss.png")

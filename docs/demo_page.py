@@ -50,8 +50,16 @@ def main(argv=None) -> None:
         lines += [f"| **total** | **{sum(timings.values()) / 60:.1f} min** |", ""]
 
     lines += ["## Stage 1: pixel-space DDPM (points 1-8)", "",
-              image(root / "unconditional_samples.png", root, "unconditional samples"), "",
-              image(root / "unconditional" / "loss.png", root, "stage 1 loss"), ""]
+              image(root / "unconditional_samples.png", root, "unconditional samples"), ""]
+    pixel = read_json(root / "unconditional" / "eval" / "eval.json")
+    if pixel:
+        fd = pixel["frechet_distance"]
+        lines += [f"Frechet distance of {fd['images_per_set']} samples to as many real held-out "
+                  f"images, in the judge's features: {fd['generated_vs_real']:.3f} (bootstrap sd "
+                  f"{fd['generated_vs_real_spread']:.3f}), against {fd['real_train_vs_real_val']:.3f}"
+                  f" for real training images (the noise floor): {fd['ratio_to_floor']:.1f}x the "
+                  "floor (evaluate.py).", ""]
+    lines += [image(root / "unconditional" / "loss.png", root, "stage 1 loss"), ""]
 
     vae = root / "vae"
     psnr, ssim = last_metric(vae, "val_psnr"), last_metric(vae, "val_ssim")
@@ -59,6 +67,16 @@ def main(argv=None) -> None:
     if psnr is not None:
         lines += [f"Held-out PSNR {psnr:.2f} dB, SSIM {ssim:.3f} (inputs above reconstructions).", ""]
     lines += [image(latest(vae / "reconstructions"), root, "reconstructions"), ""]
+    evaluation = read_json(root / "ldm" / "eval" / "eval.json")
+    if evaluation and "autoencoder" in evaluation:
+        ae, accuracy = evaluation["autoencoder"], evaluation["judge_val_accuracy"]
+        lines += [f"Attribute preservation on {ae['images']} held-out images (evaluate.py): the "
+                  "share whose reconstruction the judge reads as it reads the original, next to "
+                  "the judge's own held-out accuracy.", "",
+                  "| attribute | preserved | judge accuracy |", "|---|---|---|"]
+        lines += [f"| {name} | {kept:.3f} | {accuracy[name]:.3f} |"
+                  for name, kept in ae["attribute_preservation"].items()]
+        lines += [""]
 
     clip = read_json(root / "clip" / "eval.json")
     lines += ["## Stage 3: CLIP (points 13-15)", ""]
@@ -74,7 +92,6 @@ def main(argv=None) -> None:
             lines += [""]
     lines += [image(root / "clip" / "similarity.png", root, "similarity of 16 held-out pairs"), ""]
 
-    evaluation = read_json(root / "ldm" / "eval" / "eval.json")
     lines += ["## Stage 4: text-to-image latent diffusion (points 12, 16)", "",
               image(root / "prompts.png", root, "samples for the demo prompts"), ""]
     if (root / "prompts.txt").is_file():
@@ -84,12 +101,20 @@ def main(argv=None) -> None:
     if evaluation:
         lines += [f"evaluate.py at guidance {evaluation['guidance']} ({evaluation['images_per_prompt']}"
                   " images per prompt; right = the attribute classifier sees every requirement):", "",
-                  "| prompts | right | unconditional baseline |", "|---|---|---|"]
-        lines += [f"| {group} ({s['prompts']}) | {s['accuracy']:.2f} | {s['unconditional']:.2f} |"
+                  "| prompts | right | unconditional baseline | diversity |", "|---|---|---|---|"]
+        lines += [f"| {group} ({s['prompts']}) | {s['accuracy']:.2f} | {s['unconditional']:.2f} "
+                  f"| {s.get('diversity', float('nan')):.2f} |"
                   for group, s in evaluation["summary"].items()]
-        lines += ["", "| single-attribute prompt | right | unconditional |", "|---|---|---|"]
-        lines += [f"| {r['prompt']} | {r['accuracy']:.2f} | {r['unconditional']:.2f} |"
+        accuracy = evaluation["judge_val_accuracy"]
+        lines += ["", "| single-attribute prompt | right | unconditional | diversity | judge "
+                      "accuracy |", "|---|---|---|---|---|"]
+        lines += [f"| {r['prompt']} | {r['accuracy']:.2f} | {r['unconditional']:.2f} | "
+                  f"{r.get('diversity', float('nan')):.2f} | "
+                  f"{min(accuracy[n] for n in r['requirement']):.3f} |"
                   for r in evaluation["prompts"]["single"]]
+        lines += ["", "Diversity: the mean pairwise distance of a prompt's images in the judge's "
+                      "features over that of real held-out images with the same attributes "
+                      "(1 = as varied as real faces)."]
         fd = evaluation["frechet_distance"]
         lines += ["", f"Frechet distance in the classifier's features: generated "
                       f"{fd['generated_vs_real']:.3f}, unconditional {fd['unconditional_vs_real']:.3f},"
