@@ -33,23 +33,24 @@ endef
 
 demo: $(VENV)/.installed
 	@mkdir -p $(DEMO) && rm -f $(DEMO)/timings.txt
-	$(call stage,1 pixel DDPM,$(PY) train_unconditional.py --preset cpu --steps 300 --lr-schedule cosine \
-		--sample-every 0 --seed $(SEED) --overwrite --out $(DEMO)/unconditional && $(PY) sample.py \
-		--ckpt $(DEMO)/unconditional/checkpoint.pt --n 64 --steps 50 --eta 1 --seed $(SEED) \
+	$(call stage,1 pixel DDPM,$(PY) train_unconditional.py --preset cpu --steps 200 \
+		--lr-schedule cosine --sample-every 0 --num-samples 16 --seed $(SEED) --overwrite \
+		--out $(DEMO)/unconditional && $(PY) sample.py --ckpt $(DEMO)/unconditional/checkpoint.pt \
+		--n 64 --steps 50 --eta 1 --seed $(SEED) \
 		--out $(DEMO)/unconditional_samples.png --trajectory)
 	$(call stage,2 autoencoder,$(PY) train_vae.py --preset cpu --image-size 32 --channel-mult 1 2 \
-		--perceptual none --steps 1200 --disc-start 1200 --lr 1e-3 --lr-schedule cosine \
-		--eval-every 600 --seed $(SEED) --overwrite --out $(DEMO)/vae)
+		--perceptual none --steps 1000 --disc-start 1000 --lr 1e-3 --lr-schedule cosine \
+		--eval-every 500 --seed $(SEED) --overwrite --out $(DEMO)/vae)
 	$(call stage,3 CLIP,$(PY) train_clip.py --preset cpu --vae $(DEMO)/vae/checkpoint.pt \
-		--steps 700 --eval-every 700 --eval-images 512 --seed $(SEED) --overwrite --out $(DEMO)/clip)
+		--steps 500 --eval-every 500 --eval-images 512 --seed $(SEED) --overwrite --out $(DEMO)/clip)
 	$(call stage,4 latent diffusion,$(PY) train_ldm.py --preset cpu --vae $(DEMO)/vae/checkpoint.pt \
-		--clip $(DEMO)/clip/checkpoint.pt --steps 600 --lr-schedule cosine --sample-every 300 \
+		--clip $(DEMO)/clip/checkpoint.pt --steps 500 --lr-schedule cosine --sample-every 0 \
 		--seed $(SEED) --overwrite --out $(DEMO)/ldm)
 	$(call stage,5 sampling prompts,$(PY) sample.py --ckpt $(DEMO)/ldm/checkpoint.pt \
 		--prompts-file docs/demo_prompts.txt --n 8 --seed $(SEED) --out $(DEMO)/prompts.png \
 		--attention-maps)
 	$(call stage,6 evaluate,$(PY) evaluate.py --ckpt $(DEMO)/unconditional/checkpoint.pt \
-		--unconditional 256 --steps 25 --classifier-steps 1000 && $(PY) evaluate.py \
+		--unconditional 256 --steps 25 --eta 1 --classifier-steps 1000 && $(PY) evaluate.py \
 		--ckpt $(DEMO)/ldm/checkpoint.pt --n 8 --combinations 8 --unconditional 64 --steps 25 \
 		--classifier-steps 1000)
 	@cp docs/demo_prompts.txt $(DEMO)/prompts.txt

@@ -79,9 +79,10 @@ class Config:
     unconditional: int = opt(128, "unconditional samples for the baseline")
     guidance: float = opt(None, "guidance scale; default: the model's (train_ldm --guidance)",
                           type=float)
-    sampler: str = opt("ddim", "ddim (eta 0), dpm++ (DPM-Solver++(2M)) or ddpm (all T steps)",
+    sampler: str = opt("ddim", "ddim (eta: --eta), dpm++ (DPM-Solver++(2M)) or ddpm (all T steps)",
                        choices=SAMPLERS)
     steps: int = opt(50, "DDIM or DPM-Solver++ steps")
+    eta: float = opt(0.0, "DDIM only: 0 deterministic, 1 DDPM-like noise at every step")
     spacing: str = opt(None, "timesteps of the few-step samplers; default leading for ddim, "
                              "trailing for dpm++", choices=("leading", "trailing"), type=str)
     real_images: int = opt(1000, "at most this many images per set for the Frechet distance "
@@ -212,8 +213,8 @@ def judge_rates(probabilities: torch.Tensor, requirement: dict[str, bool],
 
 # ---- Generation ----------------------------------------------------------------------------------
 
-def generate_all(pipe: TextToImage, prompts: list[str], n: int, guidance: float, scheduler, batch_size: int,
-                 desc: str) -> torch.Tensor:
+def generate_all(pipe: TextToImage, prompts: list[str], n: int, guidance: float, scheduler,
+                 batch_size: int, desc: str, eta: float = 0.0) -> torch.Tensor:
     """n images per prompt, image j from seed j (as sample.py --seed 0 --n n makes them) ->
     images (P*n, 3, S, S) in [-1, 1], on the CPU. DDPM's stochastic steps draw from seed 0."""
     jobs = [(p, j) for p in prompts for j in range(n)]
@@ -222,7 +223,7 @@ def generate_all(pipe: TextToImage, prompts: list[str], n: int, guidance: float,
     for start in tqdm(range(0, len(jobs), batch_size), desc=desc, leave=False):
         batch = jobs[start:start + batch_size]
         images.append(generate(pipe, [p for p, _ in batch], [j for _, j in batch], guidance,
-                               scheduler, generator=generator).clamp(-1, 1))
+                               scheduler, eta=eta, generator=generator).clamp(-1, 1))
     return torch.cat(images)
 
 
@@ -294,6 +295,7 @@ def evaluate_pixel_model(args, state: dict, data: str, size: int, cache_dir: Pat
     for start in tqdm(range(0, k, args.batch_size), desc="samples", leave=False):
         x_T = torch.randn(min(args.batch_size, k - start), 3, size, size, generator=generator)
         images.append(sample(lambda x_t, t: model(x_t, t), scheduler, x_T.to(device),
+                             eta=args.eta if args.sampler == "ddim" else 0.0,
                              generator=generator, progress=False).clamp(-1, 1).cpu())
     images = torch.cat(images)
     generated = judge(classifier, images, device)[1]
@@ -307,15 +309,18 @@ def evaluate_pixel_model(args, state: dict, data: str, size: int, cache_dir: Pat
     fd["ratio_to_floor"] = fd["generated_vs_real"] / fd["real_train_vs_real_val"]
     report = {"checkpoint": str(args.ckpt), "kind": "ddpm", "step": state["step"],
               "sampler": args.sampler, "steps": None if args.sampler == "ddpm" else args.steps,
-              "frechet_distance": fd, "judge_val_accuracy": judge_state["val_accuracy"],
+              "eta": args.eta if args.sampler == "ddim" else None, "frechet_distance": fd,
+              "judge_val_accuracy": judge_state["val_accuracy"],
               "seconds": time.time() - started}
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
     save_grid(images[:64], out / "samples.png", nrow=8)
     steps = "all T" if args.sampler == "ddpm" else f"{args.steps}"
-    print(f"\nstage-1 samples ({args.sampler}, {steps} steps), Frechet distance in the judge's "
-          f"features, {k} images per set:\n"
-          f"  generated vs real held-out {fd['generated_vs_real']:.3f} (bootstrap sd {fd['generated_vs_real_spread']:.3f}); real train vs real held-out "
+    eta = f", eta {args.eta}" if args.sampler == "ddim" else ""
+    print(f"\nstage-1 samples ({args.sampler}, {steps} steps{eta}), Frechet distance in the "
+          f"judge's features, {k} images per set:\n"
+          f"  generated vs real held-out {fd['generated_vs_real']:.3f} (bootstrap sd "
+          f"{fd['generated_vs_real_spread']:.3f}); real train vs real held-out "
           f"{fd['real_train_vs_real_val']:.3f} (noise floor); ratio {fd['ratio_to_floor']:.2f}")
     print(f"wrote {out}/eval.json, {out}/samples.png ({time.time() - started:.0f} s)")
 
@@ -393,10 +398,12 @@ def main():
     except ValueError as error:  # a step count the model's schedule does not have
         raise ConfigError(f"--steps {error}") from None
     sampling_started = time.time()
-    images = generate_all(pipe, prompts, args.n, guidance, scheduler, args.batch_size, "prompts")
+    eta = args.eta if args.sampler == "ddim" else 0.0
+    images = generate_all(pipe, prompts, args.n, guidance, scheduler, args.batch_size, "prompts",
+                          eta)
     sampling_seconds = time.time() - sampling_started
     unconditional = generate_all(pipe, [""], args.unconditional, 1.0, scheduler, args.batch_size,
-                                 "unconditional")
+                                 "unconditional", eta)
     probabilities, features = judge(classifier, images, device)
     uncond_probabilities, uncond_features = judge(classifier, unconditional, device)
 

@@ -25,7 +25,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from data.captions import VALIDATION_PROMPTS, captions_for, step_rng
 from data.latents import load_latents, sample_latents
@@ -82,6 +81,8 @@ class Config:
     batch_size: int = opt(128, "latents per step (summed over processes under torchrun)")
     lr: float = opt(2e-4, "AdamW learning rate after warm-up")
     warmup_steps: int = opt(1000, "linear learning-rate warm-up")
+    min_snr_gamma: float = opt(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023 use 5); "
+                                    "0: the plain mean squared error")
     lr_schedule: str = opt("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
                            choices=LR_SCHEDULES)
     grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)")
@@ -132,7 +133,8 @@ def check_config(cfg: Config) -> None:
                                "conditional model, 0 = the unconditional one)")
     values = dataclasses.asdict(cfg)  # the latent size is checked once the latents are loaded
     require_valid(schedule_problems(values) + unet_problems(values, resolution=None)
-                  + range_problems(values, fractions=("ema_decay",), non_negative=("grad_clip",)))
+                  + range_problems(values, fractions=("ema_decay",),
+                                   non_negative=("grad_clip", "min_snr_gamma")))
     require(cfg.sample_steps <= cfg.num_train_timesteps,
             f"--sample-steps {cfg.sample_steps}: at most --num-train-timesteps")
 
@@ -237,7 +239,7 @@ def main():
         z_t = scheduler.add_noise(z0, noise, t)
         with autocast(device, cfg.precision):
             prediction = train_model(z_t, t, context, context_mask)
-        loss = F.mse_loss(prediction.float(), scheduler.training_target(z0, noise, t))
+        loss = scheduler.training_loss(prediction, z0, noise, t, cfg.min_snr_gamma)
         lr = scheduled_lr(cfg.lr_schedule, step, cfg.lr, cfg.warmup_steps, cfg.steps)
         set_lr(optimizer, lr)
         scaler.scale(loss).backward()

@@ -19,7 +19,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from data import load_dataset
 from data.augment import augment
@@ -71,6 +70,8 @@ class Config:
     batch_size: int = opt(128, "images per step (summed over processes under torchrun)")
     lr: float = opt(2e-4, "Adam learning rate after warm-up (DDPM used 2e-4)")
     warmup_steps: int = opt(1000, "linear learning-rate warm-up")
+    min_snr_gamma: float = opt(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023 use 5); "
+                                    "0: the plain mean squared error")
     lr_schedule: str = opt("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
                            choices=LR_SCHEDULES)
     grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)")
@@ -118,7 +119,8 @@ def check_config(cfg: Config) -> None:
             f"downsampling factor for {len(cfg.channel_mult)} levels")
     values = dataclasses.asdict(cfg)
     require_valid(schedule_problems(values) + unet_problems(values, cfg.image_size)
-                  + range_problems(values, fractions=("ema_decay",), non_negative=("grad_clip",)))
+                  + range_problems(values, fractions=("ema_decay",),
+                                   non_negative=("grad_clip", "min_snr_gamma")))
     require(0.0 <= cfg.sample_eta <= 1.0, f"--sample-eta {cfg.sample_eta}: expected 0 to 1")
     require(cfg.sample_steps <= cfg.num_train_timesteps,
             f"--sample-steps {cfg.sample_steps}: at most --num-train-timesteps")
@@ -189,7 +191,7 @@ def main():
         # [P6] 4. the UNet predicts the noise (or v); DDPM Algorithm 1: || eps - eps_theta(x_t, t) ||^2
         with autocast(device, cfg.precision):
             prediction = train_model(x_t, t)
-        loss = F.mse_loss(prediction.float(), scheduler.training_target(x0, noise, t))
+        loss = scheduler.training_loss(prediction, x0, noise, t, cfg.min_snr_gamma)
         # 5. backward, and one optimizer step with the learning rate warmed up linearly
         lr = scheduled_lr(cfg.lr_schedule, step, cfg.lr, cfg.warmup_steps, cfg.steps)
         set_lr(optimizer, lr)

@@ -110,6 +110,28 @@ class DDPMScheduler:
         # v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0
         return alpha_bar_t.sqrt() * noise - (1 - alpha_bar_t).sqrt() * x0
 
+    def snr(self, t) -> torch.Tensor:
+        """Signal-to-noise ratio of x_t: SNR(t) = alpha_bar_t / (1 - alpha_bar_t), (B,) for t (B,)."""
+        alpha_bar_t = self.alphas_cumprod[t]
+        return alpha_bar_t / (1 - alpha_bar_t)
+
+    def min_snr_weight(self, t, gamma: float) -> torch.Tensor:
+        """Min-SNR-gamma loss weight per sample, (B,) (Hang et al. 2023, eq. 10 and its v form):
+        the eps loss is the x0 loss times SNR, and the v loss the x0 loss times SNR + 1; capping
+        the x0 weight at gamma gives min(SNR, gamma) / SNR for eps, min(SNR, gamma) / (SNR + 1)
+        for v. Low-noise steps, whose SNR is huge, stop dominating the gradient."""
+        snr = self.snr(t)
+        return snr.clamp(max=gamma) / (snr if self.prediction_type == "epsilon" else snr + 1)
+
+    def training_loss(self, prediction: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t,
+                      min_snr_gamma: float = 0.0) -> torch.Tensor:
+        """[P6] The mean squared error to training_target, L_simple; with min_snr_gamma > 0 each
+        sample's mean is weighted by min_snr_weight first (then the mean over the batch)."""
+        error = (prediction.float() - self.training_target(x0, noise, t)).pow(2)  # (B, C, H, W)
+        if min_snr_gamma <= 0:
+            return error.mean()
+        return (error.flatten(1).mean(1) * self.min_snr_weight(t, min_snr_gamma)).mean()
+
     # ---- from the network's output to x0_pred and eps_pred -------------------------------------
 
     def predict_x0(self, model_output: torch.Tensor, t, x_t: torch.Tensor) -> torch.Tensor:

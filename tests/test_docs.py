@@ -140,18 +140,30 @@ def test_the_demo_page_shows_the_scores_the_stages_wrote(tmp_path):
     (tmp_path / "vae").mkdir()
     (tmp_path / "vae" / "metrics.jsonl").write_text('{"step": 600, "val_psnr": 19.25, "val_ssim": 0.61}\n')
     (tmp_path / "ldm" / "eval").mkdir(parents=True)
-    summary = {"single": {"accuracy": 0.875, "unconditional": 0.25, "prompts": 16}}
+    summary = {"single": {"accuracy": 0.875, "unconditional": 0.25, "diversity": 0.7,
+                          "prompts": 16}}
     (tmp_path / "ldm" / "eval" / "eval.json").write_text(json.dumps({
         "guidance": 3.0, "images_per_prompt": 4, "summary": summary,
         "prompts": {"single": [{"prompt": "a photo of a man", "accuracy": 0.75,
-                                "unconditional": 0.5}]},
+                                "unconditional": 0.5, "diversity": 0.81,
+                                "requirement": {"Male": True}}]},
         "frechet_distance": {"generated_vs_real": 1.5, "unconditional_vs_real": 2.5,
-                             "real_train_vs_real_val": 0.1}, "clip_score": {}}))
+                             "real_train_vs_real_val": 0.1}, "clip_score": {},
+        "judge_val_accuracy": {"Male": 0.995, "Smiling": 0.96},
+        "autoencoder": {"images": 1000, "psnr": 28.5,
+                        "attribute_preservation": {"Male": 0.994, "Smiling": 0.892}}}))
+    (tmp_path / "unconditional" / "eval").mkdir(parents=True)
+    (tmp_path / "unconditional" / "eval" / "eval.json").write_text(json.dumps({
+        "frechet_distance": {"images_per_set": 256, "generated_vs_real": 30.0,
+                             "generated_vs_real_spread": 2.0, "real_train_vs_real_val": 6.0,
+                             "ratio_to_floor": 5.0}}))
     demo_page(["--run", str(tmp_path)])
     page = (tmp_path / "README.md").read_text()
     assert "| **total** | **7.0 min** |" in page
-    assert "19.25 dB" in page and "| single (16) | 0.88 | 0.25 |" in page
-    assert "| a photo of a man | 0.75 | 0.50 |" in page
+    assert "19.25 dB" in page and "| single (16) | 0.88 | 0.25 | 0.70 |" in page
+    assert "| a photo of a man | 0.75 | 0.50 | 0.81 | 0.995 |" in page
+    assert "| Smiling | 0.892 | 0.960 |" in page                 # attribute preservation
+    assert "30.000 (bootstrap sd 2.000), against 6.000" in page and "5.0x the floor" in page
 
 
 def test_video_point_tags_name_one_point_each():

@@ -112,3 +112,32 @@ def test_cosine_learning_rate_at_chosen_steps():
     assert math.isclose(scheduled_lr("cosine", 60, peak, warmup, total), peak / 2)   # half-way
     assert math.isclose(scheduled_lr("cosine", 110, peak, warmup, total), 0, abs_tol=1e-12)
     assert scheduled_lr("constant", 100, peak, warmup, total) == peak
+
+
+def test_min_snr_weights_match_their_closed_forms_at_chosen_timesteps():
+    from diffusion import DDPMScheduler
+    for prediction_type in ("epsilon", "v"):
+        scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type)
+        t = torch.tensor([0, 100, 500, 999])
+        ab = scheduler.alphas_cumprod[t].double()
+        snr = ab / (1 - ab)                          # SNR(0) ~ 1e4, SNR(999) ~ 4e-5
+        expected = torch.minimum(snr, torch.tensor(5.0)) / (snr if prediction_type == "epsilon"
+                                                             else snr + 1)
+        assert torch.allclose(scheduler.min_snr_weight(t, 5.0).double(), expected, rtol=1e-5)
+        assert torch.allclose(scheduler.snr(t).double(), snr, rtol=1e-5)
+    eps = DDPMScheduler(num_train_timesteps=1000)
+    assert math.isclose(eps.min_snr_weight(torch.tensor([999]), 5.0).item(), 1.0)   # SNR < 5
+    assert eps.min_snr_weight(torch.tensor([0]), 5.0).item() < 1e-3                # 5 / SNR
+
+
+def test_training_loss_is_the_mse_and_min_snr_weights_each_sample():
+    from diffusion import DDPMScheduler
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    torch.manual_seed(0)
+    x0, noise, prediction = torch.randn(3, 4, 2, 4, 4).unbind(0)
+    t = torch.tensor([10, 400, 900, 999])
+    plain = scheduler.training_loss(prediction, x0, noise, t)
+    assert torch.allclose(plain, F.mse_loss(prediction, noise))
+    weighted = scheduler.training_loss(prediction, x0, noise, t, min_snr_gamma=5.0)
+    per_sample = (prediction - noise).pow(2).mean(dim=(1, 2, 3))
+    assert torch.allclose(weighted, (per_sample * scheduler.min_snr_weight(t, 5.0)).mean())
