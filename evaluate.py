@@ -365,7 +365,8 @@ def main():
     relative = "" if cache_dir.is_absolute() else ", relative to the current folder"
     missing = "" if cache_dir.exists() else ("; it does not exist yet: the data and the judge "
                                              "will be built there")
-    print(f"data and judge cache: {cache_dir.resolve()} (the training --cache-dir{relative})"
+    script = "train_vae.py" if state["kind"] == "ldm" else "train_unconditional.py"
+    print(f"data and judge cache: {cache_dir.resolve()} ({script}'s --cache-dir{relative})"
           f"{missing}")
     if state["kind"] == "ddpm":
         evaluate_pixel_model(args, state, data, size, cache_dir, out, device, started)

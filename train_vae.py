@@ -302,7 +302,7 @@ def main():
             for split, data in (("train", dataset), ("val", held_out)):
                 encode_dataset(vae, data, 4 * cfg.batch_size, device,  # no gradients: 4x batch
                                run.out / f"latents_{split}.pt", scale_factor, cfg.data,
-                               cfg.image_size, cfg.precision)
+                               cfg.image_size)
             print(f"latents cached in {run.out}/latents_train.pt and latents_val.pt")
         print(f"done: {run.checkpoint_path}, reconstructions in {run.out}/reconstructions, "
               f"curves in {run.out}/loss.png")
