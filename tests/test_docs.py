@@ -173,3 +173,88 @@ def test_video_point_tags_name_one_point_each():
     mixed = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in files
              for m in re.finditer(r"\[P\d+\s*[-,–][^\]]*\]", p.read_text())]
     assert mixed == []
+
+
+# ---- Stated defaults: the values the docs give for a flag are the code's -----------------------
+
+STAGE_SCRIPTS = ("train_unconditional", "train_vae", "train_clip", "train_ldm", "sample", "evaluate")
+
+
+@cache
+def flag_values() -> dict[str, dict[str, dict]]:
+    """{"--flag": {script: {"default": value, preset name: value, ...}}} from every Config."""
+    import dataclasses
+    import importlib
+    values: dict[str, dict[str, dict]] = {}
+    for name in STAGE_SCRIPTS:
+        module = importlib.import_module(name)
+        for field in dataclasses.fields(module.Config):
+            known = {"default": field.default}
+            known |= {preset: settings[field.name]
+                      for preset, settings in getattr(module, "PRESETS", {}).items()
+                      if field.name in settings}
+            values.setdefault("--" + field.name.replace("_", "-"), {})[name] = known
+    return values
+
+
+def same(text: str, value) -> bool:
+    """Does "5000", "1e-3", "1 2 4" or "1,2,4" (as the docs write it) equal the Config value?"""
+    numbers = [float(n.replace("_", "")) for n in text.replace(",", " ").split()]
+    value = list(value) if isinstance(value, (tuple, list)) else [value]
+    if not all(isinstance(v, (int, float)) for v in value):   # a string, None, a dataclass field
+        return False
+    return numbers == [float(v) for v in value]
+
+
+NUMBER = r"-?\d[\d_.]*(?:e-?\d+)?"
+STATED = re.compile(rf"`(--[a-z0-9-]+)` ({NUMBER}(?:(?: |,)(?={NUMBER}){NUMBER})*)(?![\w.-])")  # `--x` 64
+DEFAULT = re.compile(rf"`(--[a-z0-9-]+)`[^.;`]*?\(({NUMBER}) by default(?:, ({NUMBER}) in "
+                     r"`--preset (\w+)`)?")                                     # (5000 by default, 500 in `--preset cpu`
+PRESET_STEPS = re.compile(rf"python (\w+)\.py (?!.*--steps).*--preset (\w+)\s.*#.*?\b({NUMBER}) steps")
+
+
+def stated_value_problems(text: str, where: str) -> list[str]:
+    """Every value the text states for a flag, checked against the stage scripts' Config:
+    `--flag` N must be the default or a preset's value of that flag in a script that has it;
+    "(D by default, P in `--preset NAME`)" both; a `--preset NAME` command's comment "N steps"
+    that preset's steps."""
+    values, problems = flag_values(), []
+    for flag, number in STATED.findall(text):
+        known = [v for per_script in values.get(flag, {}).values() for v in per_script.values()]
+        if known and not any(same(number, v) for v in known):
+            problems.append(f"{where}: `{flag}` {number}, but the code has {known}")
+    for flag, default, preset_value, preset in DEFAULT.findall(text):
+        for script, known in values.get(flag, {}).items():
+            if not same(default, known["default"]):
+                problems.append(f"{where}: {flag} {default} by default, {script} has "
+                                f"{known['default']}")
+            if preset and preset in known and not same(preset_value, known[preset]):
+                problems.append(f"{where}: {flag} {preset_value} in --preset {preset}, "
+                                f"{script} has {known[preset]}")
+    for script, preset, steps in PRESET_STEPS.findall(text):
+        known = values["--steps"].get(script, {})
+        if preset in known and not same(steps, known[preset]):
+            problems.append(f"{where}: {script}.py --preset {preset} runs {known[preset]} steps, "
+                            f"not {steps}")
+    return problems
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_stated_defaults_match_the_code(doc):
+    assert stated_value_problems(doc.read_text(), doc.name) == []
+
+
+def test_the_stated_defaults_check_catches_the_old_page_11_and_16_values():
+    """The values pages 11 and 16 gave before they were fixed (git d1b53fc~1)."""
+    old = {
+        "page 11 disc-start": "For the first `--disc-start` steps (5000 by default, 1000 in "
+                              "`--preset cpu`; latent diffusion",
+        "page 11 steps": "python train_vae.py --preset cpu                  # 64x64 -> "
+                         "16x16x3, 1500 steps, runs/vae_cpu",
+        "page 16 judge": "size (`--classifier-steps` 600, batch 64, binary cross-entropy",
+    }
+    for where, text in old.items():
+        assert stated_value_problems(text, where), where
+    fixed = ("For the first `--disc-start` steps (5000 by default, 500 in `--preset cpu`; and "
+             "(`--classifier-steps` 2000 by default, batch 64; `--head-mult` 1 2 4")
+    assert stated_value_problems(fixed, "fixed") == []
