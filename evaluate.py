@@ -247,23 +247,31 @@ def clip_image_vectors(clip: TrainedCLIP, images: torch.Tensor, device) -> torch
                       for i in range(0, len(images), 256)])
 
 
-def prompt_diversity(generated: torch.Tensor, meets: torch.Tensor, held_out, classifier, device,
+def prompt_diversity(generated: torch.Tensor, meets: torch.Tensor, real_features: torch.Tensor,
                      most: int = 64) -> float:
     """Diversity of one prompt's images: the mean pairwise distance of their judge features (n, F)
     over that of up to `most` real held-out images that meet the same requirement (`meets`, (N,)
-    bool by their labels), evenly spaced among them."""
+    bool by their labels; real_features (N, F), the judge's features of every held-out image),
+    evenly spaced among them."""
     indices = meets.nonzero().flatten()
     indices = indices[torch.linspace(0, len(indices) - 1, min(most, len(indices))).round().long()]
     if len(indices) < 2 or len(generated) < 2:
         return float("nan")
-    real = judge(classifier, held_out.batch(indices, "cpu")["image"], device)[1]
-    return diversity_ratio(generated, real)
+    return diversity_ratio(generated, real_features[indices])
 
 
 def clip_score(clip: TrainedCLIP, images: torch.Tensor, prompts: list[str], device) -> torch.Tensor:
     """(N,) cosine similarity between each image and its prompt in the CLIP space."""
     texts = embed_texts(clip.clip, clip.tokenizer, prompts, device).cpu()
     return (clip_image_vectors(clip, images, device) * texts).sum(-1)
+
+
+def sampler_from_args(ddpm, args):
+    """The sampler of --sampler, --steps and --spacing for a model trained with `ddpm`."""
+    try:
+        return make_sampler(ddpm, args.sampler, args.steps, args.spacing)
+    except ValueError as error:  # a step count the model's schedule does not have
+        raise ConfigError(f"--steps {error}") from None
 
 
 def real_frechet_sets(data: str, size: int, cache_dir: Path, classifier, k: int, device):
@@ -282,10 +290,7 @@ def evaluate_pixel_model(args, state: dict, data: str, size: int, cache_dir: Pat
     """Stage 1: are the samples faces? The Frechet distance of --unconditional samples to real
     held-out images, against the noise floor of real training images against the same ones."""
     model, ddpm = pixel_model_from_state(state, device)
-    try:
-        scheduler = make_sampler(ddpm, args.sampler, args.steps, args.spacing)
-    except ValueError as error:
-        raise ConfigError(f"--steps {error}") from None
+    scheduler = sampler_from_args(ddpm, args)
     classifier, judge_state = load_judge(data, size, cache_dir, args.classifier_steps, device,
                                          retrain=args.retrain_judge)
     held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
@@ -394,10 +399,7 @@ def main():
     print(f"{len(prompts)} prompts x {args.n} seeds, guidance {guidance}, {args.sampler} {steps} "
           f"steps; {args.unconditional} unconditional samples")
 
-    try:
-        scheduler = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing)
-    except ValueError as error:  # a step count the model's schedule does not have
-        raise ConfigError(f"--steps {error}") from None
+    scheduler = sampler_from_args(pipe.scheduler, args)
     sampling_started = time.time()
     eta = args.eta if args.sampler == "ddim" else 0.0
     images = generate_all(pipe, prompts, args.n, guidance, scheduler, args.batch_size, "prompts",
@@ -409,6 +411,8 @@ def main():
     uncond_probabilities, uncond_features = judge(classifier, unconditional, device)
 
     # ---- Prompt following -------------------------------------------------------------------
+    held_out_features = judge(classifier, held_out.batch(torch.arange(len(held_out)),
+                                                          "cpu")["image"], device)[1]  # (N, F)
     results = {"single": [], "pair": [], "triple": []}
     index = 0
     for group, group_requirements in groups.items():
@@ -423,7 +427,7 @@ def main():
                                    "data_rate": real.float().mean().item(),
                                    "diversity": prompt_diversity(
                                        features[index * args.n:(index + 1) * args.n], real,
-                                       held_out, classifier, device)})
+                                       held_out_features)})
             index += 1
     summary = {group: {"accuracy": sum(r["accuracy"] for r in rs) / len(rs),
                        "unconditional": sum(r["unconditional"] for r in rs) / len(rs),
