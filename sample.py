@@ -33,8 +33,9 @@ import torch
 
 from data import DataError, read_utf8
 from data.images import IMAGE_EXTENSIONS, load_square_image, to_tensor
-from diffusion import SAMPLERS, make_sampler, sample
-from diffusion.pipeline import generate, pixel_model_from_state, text_to_image_from_state
+from diffusion import SAMPLERS, make_sampler
+from diffusion.pipeline import (generate, generate_pixels, pixel_model_from_state,
+                                text_to_image_from_state)
 from models.attention import AttentionRecorder
 from training.checkpoints import load_checkpoint
 from training.config import format_config, opt, parse_config
@@ -142,15 +143,13 @@ def sample_pixels(args, checkpoint: dict, device) -> None:
     images, trajectory = [], None
     for start in range(0, n, args.batch_size):
         count = min(args.batch_size, n - start)
-        x_T = torch.randn(count, 3, size, size, generator=generator).to(device)
-        result = sample(lambda x_t, t: model(x_t, t), scheduler, x_T,
-                        eta=args.eta if args.sampler != "ddpm" else 0.0, generator=generator,
-                        x_init=None if x_init is None else x_init.expand(count, -1, -1, -1),
-                        strength=strength,
-                        trajectory_steps=shown if args.trajectory and start == 0 else None)
+        result = generate_pixels(model, scheduler, count, size, generator,
+                                 eta=args.eta if args.sampler != "ddpm" else 0.0, x_init=x_init,
+                                 strength=strength,
+                                 trajectory_steps=shown if args.trajectory and start == 0 else None)
         if isinstance(result, tuple):
             result, trajectory = result
-        images.append(result.cpu())
+        images.append(result)
     images = torch.cat(images)
     write_outputs(args, images, trajectory)
     if args.out_dir:

@@ -95,7 +95,7 @@ def pixel_model_from_state(state: dict, device="cpu", use_ema: bool = True
 def generate(pipe: TextToImage, prompts: list[str], seeds: list[int], guidance: float, scheduler,
              negative_prompt: str = "", eta: float = 0.0, generator: torch.Generator | None = None,
              x_init: torch.Tensor | None = None, strength: float = 1.0, trajectory_steps=None,
-             recorder=None):
+             recorder=None, on_step=None, decode_trajectory: bool = True):
     """[P12] [P16] One batch of images, image i for (prompts[i], seeds[i]): the way every program
     of the project samples a latent model (sample.py, evaluate.py, the validation grids, figures).
 
@@ -104,25 +104,29 @@ def generate(pipe: TextToImage, prompts: list[str], seeds: list[int], guidance: 
     stochastic steps comes from `generator`). With text, eps = eps_uncond + guidance * (eps_cond -
     eps_uncond), eps_uncond from negative_prompt ("" = unconditional). x_init, strength and
     trajectory_steps as in diffusion.sample, in latent space. recorder: a
-    models.attention.AttentionRecorder, collected after every step. Returns images (B, 3, S, S)
-    on the CPU (not clamped), and the decoded trajectory [(t, x_t, x0_pred)] when
-    trajectory_steps is given.
+    models.attention.AttentionRecorder, collected after every step. on_step: called with no
+    argument after every step (a progress counter). Returns images (B, 3, S, S) on the CPU (not
+    clamped), and the trajectory [(t, x_t, x0_pred)] when trajectory_steps is given: decoded
+    images, or the latents themselves with decode_trajectory=False.
     """
     unet, text = pipe.unet, pipe.text
     device = next(unet.parameters()).device
     z_T = torch.stack([torch.randn(*pipe.latent_shape, generator=torch.Generator().manual_seed(s))
                        for s in seeds]).to(device)                          # (B, C, h, w)
-    if text is None:
-        model_fn = lambda z, t: unet(z, t)  # noqa: E731
-    else:
+    if text is not None:
         cond = text(prompts, device, warn_unknown=False)                    # (B, L, D), (B, L)
         uncond = text([negative_prompt] * len(prompts), device, warn_unknown=False)
 
-        def model_fn(z, t):
+    def model_fn(z, t):
+        if text is None:
+            eps = unet(z, t)
+        else:
             eps = guided_prediction(unet, z, t, cond, uncond, guidance)
             if recorder is not None:
                 recorder.collect()
-            return eps
+        if on_step is not None:
+            on_step()
+        return eps
     result = sample(model_fn, scheduler, z_T, eta=eta, generator=generator,
                     x_init=None if x_init is None else x_init.expand(len(seeds), -1, -1, -1),
                     strength=strength, trajectory_steps=trajectory_steps, progress=False)
@@ -130,4 +134,33 @@ def generate(pipe: TextToImage, prompts: list[str], seeds: list[int], guidance: 
     if trajectory_steps is None:
         return decode(result)
     z0, trajectory = result
+    if not decode_trajectory:
+        return decode(z0), trajectory
     return decode(z0), [(t, decode(z_t), decode(x0)) for t, z_t, x0 in trajectory]
+
+
+@torch.no_grad()
+def generate_pixels(unet: UNet, scheduler, count: int, image_size: int,
+                    generator: torch.Generator, eta: float = 0.0,
+                    x_init: torch.Tensor | None = None, strength: float = 1.0,
+                    trajectory_steps=None, on_step=None):
+    """[P7] `count` images of a stage-1 pixel DDPM: x_T (count, 3, S, S) drawn from `generator`
+    on the CPU, which then draws the noise of stochastic steps too, so one seeded generator names
+    a whole batch (sample.py's batches and the explorer's are the same images). x_init,
+    strength, trajectory_steps as in diffusion.sample; on_step as in generate. Returns the
+    images (count, 3, S, S) on the CPU (not clamped), with the trajectory when asked."""
+    device = next(unet.parameters()).device
+    x_T = torch.randn(count, 3, image_size, image_size, generator=generator).to(device)
+
+    def model_fn(x, t):
+        eps = unet(x, t)
+        if on_step is not None:
+            on_step()
+        return eps
+    result = sample(model_fn, scheduler, x_T, eta=eta, generator=generator,
+                    x_init=None if x_init is None else x_init.expand(count, -1, -1, -1),
+                    strength=strength, trajectory_steps=trajectory_steps, progress=False)
+    if trajectory_steps is None:
+        return result.cpu()
+    x0, trajectory = result
+    return x0.cpu(), [(t, x_t.cpu(), pred.cpu()) for t, x_t, pred in trajectory]

@@ -45,7 +45,7 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(context_dim, query_dim, bias=False)
         self.to_v = nn.Linear(context_dim, query_dim, bias=False)
         self.to_out = nn.Linear(query_dim, query_dim)
-        self.record = False        # True: keep softmax(q k^T / sqrt d) in last_weights (slower)
+        self.record = False        # True: also keep softmax(q k^T / sqrt d) in last_weights
         self.last_weights = None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
@@ -67,16 +67,14 @@ class Attention(nn.Module):
                                  f"got {mask.dtype} {tuple(mask.shape)}")
             # SDPA's bool mask: True = may attend. Broadcast over heads and queries.
             mask = mask[:, None, None, :]                                   # (B, 1, 1, L_ctx)
-        if self.record:  # the same computation written out, keeping the weights for inspection
+        if self.record:  # the weights written out, kept for inspection; the output below is
+            # still the fused kernel's, so recording does not change the image by a single bit
             scores = q @ k.transpose(-2, -1) / math.sqrt(d)                 # (B, heads, L, L_ctx)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
-            weights = scores.softmax(dim=-1)                                # rows sum to 1
-            self.last_weights = weights.detach()
-            out = weights @ v                                               # (B, heads, L, d)
-        else:
-            # softmax(q k^T / sqrt(d)) v, by PyTorch's fused kernel
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)   # (B, heads, L, d)
+            self.last_weights = scores.softmax(dim=-1).detach()             # rows sum to 1
+        # softmax(q k^T / sqrt(d)) v, by PyTorch's fused kernel
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)       # (B, heads, L, d)
         out = out.transpose(1, 2).reshape(B, L, D)                          # (B, L, heads * d = D)
         return self.to_out(out)                                             # (B, L, D)
 
@@ -173,33 +171,47 @@ class AttentionRecorder:
         recorder = AttentionRecorder(unet, batch=B, latent_hw=(h, w))   # switches recording on
         ...after every model call: recorder.collect()
         maps = recorder.maps()                                           # (B, L, h, w)
-        recorder.close()                                                 # the fused kernel again
+        recorder.close()                                                 # stops keeping weights
+
+    keep_calls: the indices of the model calls (0 = the first sampling step) whose maps are also
+    kept one by one, for step_maps(): where each word looks at one step.
     """
 
-    def __init__(self, unet: nn.Module, batch: int, latent_hw: tuple[int, int]):
+    def __init__(self, unet: nn.Module, batch: int, latent_hw: tuple[int, int],
+                 keep_calls=()):
         self.layers = [m.block.cross_attention for m in unet.modules()
                        if isinstance(m, SpatialTransformer)]
         for layer in self.layers:
-            layer.record = True   # the written-out attention that keeps its weights
+            layer.record = True   # keep the weights (the output is unchanged)
         self.batch, self.latent_hw, self.total, self.count = batch, latent_hw, None, 0
+        self.keep_calls, self.calls, self.kept = set(keep_calls), 0, []
 
     def collect(self) -> None:
         """After a model call: add every layer's weights (the first `batch` rows: the
         conditional branch of guidance)."""
         h, w = self.latent_hw
+        this_call = 0
         for layer in self.layers:
             weights = layer.last_weights[:self.batch].float().mean(1)    # (B, h_l*w_l, L) mean of heads
             factor = round((h * w / weights.shape[1]) ** 0.5)            # this layer's downsampling
             maps = weights.transpose(1, 2).reshape(self.batch, -1, h // factor, w // factor)
             maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
             self.total = maps if self.total is None else self.total + maps  # (B, L, h, w)
+            this_call = this_call + maps
             self.count += 1
+        if self.calls in self.keep_calls:
+            self.kept.append((this_call / len(self.layers)).cpu())       # (B, L, h, w) mean of layers
+        self.calls += 1
 
     def maps(self) -> torch.Tensor:
         """(B, L, h, w): the mean over heads, layers and steps, on the CPU."""
         return (self.total / self.count).cpu()
 
+    def step_maps(self) -> torch.Tensor:
+        """(K, B, L, h, w): the mean over heads and layers at each of the K kept calls, in order."""
+        return torch.stack(self.kept)
+
     def close(self) -> None:
-        """Back to the fused attention kernel."""
+        """Stop keeping the weights (which costs one more small matmul per layer)."""
         for layer in self.layers:
             layer.record, layer.last_weights = False, None

@@ -31,9 +31,13 @@ def test_cross_attention_keeps_the_query_shape_and_ignores_padded_keys():
     # padded keys get exactly zero weight
     attention.record = True
     recorded = attention(x, context, mask=mask)
-    assert torch.allclose(recorded, out, atol=1e-5)  # the written-out path equals the fused one
+    assert torch.equal(recorded, out)                # recording leaves the output bit for bit
     weights = attention.last_weights                 # (B, heads, L, L_ctx)
     assert weights.shape == (2, 4, 10, 7)
+    # the kept weights are the ones the fused kernel applied: to_out(weights @ v) is the output
+    v = attention.to_v(context).reshape(2, 7, 4, 8).transpose(1, 2)          # (B, heads, L_ctx, d)
+    written_out = attention.to_out((weights @ v).transpose(1, 2).reshape(2, 10, 32))
+    assert torch.allclose(written_out, out, atol=1e-5)
     assert (weights[0, :, :, 4:] == 0).all()
     assert torch.allclose(weights.sum(-1), torch.ones(2, 4, 10), atol=1e-6)
     # contexts that differ only at padded positions give identical outputs

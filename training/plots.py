@@ -16,6 +16,18 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     save_image((images.float().clamp(-1, 1) + 1) / 2, path, nrow=nrow, padding=1)
 
 
+def png_bytes(image: torch.Tensor) -> bytes:
+    """One (3, H, W) image in [-1, 1] as PNG bytes, quantized as save_grid does (so a single
+    image's file from save_grid holds the same pixels)."""
+    import io
+
+    from torchvision.utils import save_image
+
+    buffer = io.BytesIO()
+    save_image((image[None].float().clamp(-1, 1) + 1) / 2, buffer, format="png")
+    return buffer.getvalue()
+
+
 def _pyplot():
     import matplotlib
     matplotlib.use("Agg")  # files only, no window
