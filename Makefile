@@ -56,6 +56,7 @@ demo: $(VENV)/.installed
 	@cp docs/demo_prompts.txt $(DEMO)/prompts.txt
 	$(PY) -m docs.demo_page --run $(DEMO)
 	@echo "demo done: open $(DEMO)/README.md"
+	@echo "explore it in your browser: $(PY) explore.py --ckpt $(DEMO)/ldm/checkpoint.pt, then open http://127.0.0.1:8000/"
 
 clean-venv:
 	rm -rf $(VENV)

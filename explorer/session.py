@@ -30,7 +30,7 @@ from diffusion.pipeline import (generate, generate_pixels, pixel_model_from_stat
                                 text_to_image_from_state)
 from models.attention import AttentionRecorder
 from models.clip import load_clip
-from models.clip_eval import embed_latents, embed_texts
+from models.clip_eval import caption_keys, embed_latents, embed_texts
 from models.tokenizer import split_words
 from training.checkpoints import load_checkpoint
 
@@ -248,8 +248,10 @@ class Explorer:
         with torch.no_grad():
             self.held_out_images = clip.vae.decode(z.to(self.device)).float().cpu()
             self.held_out_vectors = embed_latents(clip.clip, z * clip.scale_factor, self.device)
-        texts = held_out.get("texts")
-        self.held_out_captions = [texts[i] if texts else "" for i in range(len(z))]
+        n = len(z)
+        self.held_out_captions = caption_keys(
+            None if held_out["attributes"] is None else held_out["attributes"][:n],
+            held_out["attribute_names"], None if held_out["texts"] is None else held_out["texts"][:n])
         self.clip, self.clip_path = clip, path
 
     def similarity(self, text: str) -> list[float]:
@@ -259,13 +261,15 @@ class Explorer:
 
 
 def heat_png(heat: torch.Tensor, size: int) -> bytes:
-    """A (h, w) attention map -> an RGBA PNG of size x size: a colour scale from blue (no weight)
-    to red (the map's maximum), more opaque where the weight is higher, to lay over the image."""
+    """A (h, w) attention map -> an RGBA PNG of size x size to lay over the image: a colour scale
+    from blue (the map's least weight) to red (its most), more opaque where the weight is higher.
+    Relative to the map's own range, so a word that looks everywhere alike still shows where it
+    looks a little more."""
     import matplotlib
 
     heat = F.interpolate(heat[None, None].float(), size=(size, size), mode="bilinear",
                          align_corners=False)[0, 0]
-    heat = (heat / heat.max().clamp(min=1e-8)).clamp(0, 1).numpy()      # (size, size) in [0, 1]
+    heat = ((heat - heat.min()) / (heat.max() - heat.min()).clamp(min=1e-12)).numpy()  # [0, 1]
     rgba = matplotlib.colormaps["jet"](heat)                             # (size, size, 4)
     rgba[..., 3] = 0.25 + 0.5 * heat
     from PIL import Image

@@ -177,7 +177,8 @@ def test_video_point_tags_name_one_point_each():
 
 # ---- Stated defaults: the values the docs give for a flag are the code's -----------------------
 
-STAGE_SCRIPTS = ("train_unconditional", "train_vae", "train_clip", "train_ldm", "sample", "evaluate")
+STAGE_SCRIPTS = ("train_unconditional", "train_vae", "train_clip", "train_ldm", "sample", "evaluate",
+                 "explore")
 
 
 @cache

@@ -216,12 +216,13 @@ def test_uploads_must_be_real_images_under_the_size_limit(pixel_server):
 # ---- the queue ---------------------------------------------------------------------------------
 
 def test_two_requests_are_served_one_after_the_other_in_order(pixel_server):
-    first = call(pixel_server, "/api/generate", {"sampler": "ddpm", "n": 4, "seed": 1})[1]
+    first = call(pixel_server, "/api/generate", {"sampler": "ddim", "steps": 400, "n": 2,
+                                                 "seed": 1})[1]
     second = call(pixel_server, "/api/generate", {"sampler": "ddim", "steps": 20, "seed": 2})[1]
-    assert second["position"] == 1                    # one job before it: the first (1000 steps)
+    assert second["position"] == 1                    # one job before it: the first (400 steps)
     a, b = finished(pixel_server, first["job"]), finished(pixel_server, second["job"])
     assert a["finished"] <= b["started"]              # the second waited for the first
-    assert a["done"] == a["total"] == 1000 and b["done"] == b["total"] == 20
+    assert a["done"] == a["total"] == 400 and b["done"] == b["total"] == 20
     assert b["result"]["settings"]["seed"] == 2
 
 

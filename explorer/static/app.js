@@ -194,7 +194,8 @@ async function similarity() {
   await guarded($("clip-go"), $("clip-note"), async () => {
     const data = await post("/api/similarity", { text: $("clip-text").value });
     const best = Math.max(...data.images.map((image) => image.similarity));
-    $("clip-results").replaceChildren(...data.images.map((image) => {
+    const ranked = [...data.images].sort((a, b) => b.similarity - a.similarity);   // best first
+    $("clip-results").replaceChildren(...ranked.map((image) => {
       const fig = figure(image.url, `${image.similarity.toFixed(3)}: ${image.caption}`);
       const bar = document.createElement("div");
       bar.className = "bar";
