@@ -42,7 +42,8 @@ demo: $(VENV)/.installed
 		--perceptual none --steps 1000 --disc-start 1000 --lr 1e-3 --lr-schedule cosine \
 		--eval-every 500 --seed $(SEED) --overwrite --out $(DEMO)/vae)
 	$(call stage,3 CLIP,$(PY) train_clip.py --preset cpu --vae $(DEMO)/vae/checkpoint.pt \
-		--steps 500 --eval-every 500 --eval-images 512 --seed $(SEED) --overwrite --out $(DEMO)/clip)
+		--steps 500 --batch-size 256 --lr 5e-4 --eval-every 500 --eval-images 512 --seed $(SEED) \
+		--overwrite --out $(DEMO)/clip)
 	$(call stage,4 latent diffusion,$(PY) train_ldm.py --preset cpu --vae $(DEMO)/vae/checkpoint.pt \
 		--clip $(DEMO)/clip/checkpoint.pt --steps 500 --lr-schedule cosine --sample-every 0 \
 		--seed $(SEED) --overwrite --out $(DEMO)/ldm)
