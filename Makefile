@@ -17,7 +17,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 # The whole journey on the embedded synthetic faces, offline, CPU-sized: every stage of the video
-# in order, shortened to fit a quarter of an hour on a 2-core CPU (10 min measured quietly; 32x32
+# in order, shortened to fit about a quarter of an hour on a 2-core CPU (10-17 min measured; 32x32
 # images everywhere; an autoencoder with f=2, so latents are 16x16x3). Each stage prints a
 # progress bar with the time left; RUN/timings.txt records each stage's wall time and
 # RUN/README.md shows every result. Short runs learn most with cosine learning-rate decay; on a
