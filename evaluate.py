@@ -53,9 +53,8 @@ from data import load_dataset, warn
 from data.augment import augment
 from data.captions import full_caption
 from diffusion import SAMPLERS, make_sampler
-from diffusion.pipeline import (TextToImage, generate, pixel_model_from_state,
+from diffusion.pipeline import (TextToImage, generate, generate_pixels, pixel_model_from_state,
                                 text_to_image_from_state)
-from diffusion.sampling import sample
 from models.classifier import AttributeClassifier
 from models.clip import TrainedCLIP, encode_images, load_clip
 from models.clip_eval import embed_texts, zero_shot_attributes
@@ -298,10 +297,9 @@ def evaluate_pixel_model(args, state: dict, data: str, size: int, cache_dir: Pat
     generator = torch.Generator().manual_seed(0)
     images = []
     for start in tqdm(range(0, k, args.batch_size), desc="samples", leave=False):
-        x_T = torch.randn(min(args.batch_size, k - start), 3, size, size, generator=generator)
-        images.append(sample(lambda x_t, t: model(x_t, t), scheduler, x_T.to(device),
-                             eta=args.eta if args.sampler == "ddim" else 0.0,
-                             generator=generator, progress=False).clamp(-1, 1).cpu())
+        images.append(generate_pixels(model, scheduler, min(args.batch_size, k - start), size,
+                                      generator, eta=args.eta if args.sampler == "ddim" else 0.0
+                                      ).clamp(-1, 1))
     images = torch.cat(images)
     generated = judge(classifier, images, device)[1]
     real, real_train = real_frechet_sets(data, size, cache_dir, classifier, k, device)

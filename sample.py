@@ -33,7 +33,7 @@ import torch
 
 from data import DataError, read_utf8
 from data.images import IMAGE_EXTENSIONS, load_square_image, to_tensor
-from diffusion import SAMPLERS, make_sampler
+from diffusion import SAMPLERS, make_sampler, visited_timesteps
 from diffusion.pipeline import (generate, generate_pixels, pixel_model_from_state,
                                 text_to_image_from_state)
 from models.attention import AttentionRecorder
@@ -111,8 +111,7 @@ def make_scheduler(args, ddpm):
 
 def trajectory_columns(scheduler, strength: float) -> list[int]:
     """Up to 8 evenly spaced timesteps among those the run visits."""
-    run_steps = [t for t in scheduler.timesteps.tolist()
-                 if t < round(strength * scheduler.num_train_timesteps)]
+    run_steps = visited_timesteps(scheduler, strength)
     return run_steps[::max(1, len(run_steps) // 8)][:8] if run_steps else []
 
 

@@ -3,7 +3,7 @@
 from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler, StepOutput
 from .dpm_solver import DPMSolverScheduler
-from .sampling import SAMPLERS, make_sampler, sample
+from .sampling import SAMPLERS, make_sampler, sample, visited_timesteps
 
 __all__ = ["DDPMScheduler", "DDIMScheduler", "DPMSolverScheduler", "StepOutput", "SAMPLERS", "make_sampler",
-           "sample"]
+           "sample", "visited_timesteps"]

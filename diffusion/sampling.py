@@ -37,6 +37,13 @@ def make_sampler(ddpm: DDPMScheduler, name: str, steps: int,
     return scheduler
 
 
+def visited_timesteps(scheduler: DDPMScheduler, strength: float = 1.0) -> list[int]:
+    """[P8] The timesteps a run at `strength` takes, first to last: the scheduler's timesteps
+    below round(strength * T) (all of them at strength 1)."""
+    t_start = round(strength * scheduler.num_train_timesteps)
+    return [t for t in scheduler.timesteps.tolist() if t < t_start]
+
+
 @torch.no_grad()
 def sample(model_fn, scheduler: DDPMScheduler, x_T: torch.Tensor, num_steps: int | None = None,
            eta: float = 0.0, generator: torch.Generator | None = None,
@@ -74,8 +81,7 @@ def sample(model_fn, scheduler: DDPMScheduler, x_T: torch.Tensor, num_steps: int
         raise ValueError("strength < 1 needs x_init, the image to start from")
 
     # 2. [P8] start part-way: keep the steps below round(strength * T), re-noise x_init to the first
-    t_start = round(strength * scheduler.num_train_timesteps)
-    timesteps = [t for t in scheduler.timesteps.tolist() if t < t_start]
+    timesteps = visited_timesteps(scheduler, strength)
     if x_init is None or strength == 1.0:
         x = x_T                                                          # a fresh sample
     elif timesteps:

@@ -399,12 +399,12 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest("image: not base64 text") from None
         strength = number(data, "strength", float, 0, 1, 0.5)
         settings = parse_settings(data, self.explorer, self.limits, extra=("image", "strength"))
-        try:
-            read_upload(upload, self.explorer.image_size)   # refuse a non-image now, not in the queue
+        try:   # decoded once, here: a non-image is refused now, not in the queue
+            image = read_upload(upload, self.explorer.image_size)       # (1, 3, S, S)
         except ValueError as error:
             raise BadRequest(f"image: {error}") from None
         self.queued("sdedit",
-                    lambda on_step: self.explorer.sdedit(upload, strength, settings, on_step),
+                    lambda on_step: self.explorer.sdedit(image, strength, settings, on_step),
                     self.explorer.model_calls(settings, strength))
 
     def post_similarity(self, data) -> None:

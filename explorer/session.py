@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from data.images import load_square_image, to_tensor
 from data.latents import load_latents
-from diffusion import make_sampler
+from diffusion import make_sampler, visited_timesteps
 from diffusion.pipeline import (generate, generate_pixels, pixel_model_from_state,
                                 text_to_image_from_state)
 from models.attention import AttentionRecorder
@@ -134,20 +134,17 @@ class Explorer:
 
     def model_calls(self, settings: Settings, strength: float = 1.0) -> int:
         """The sampling steps one image of these settings takes (the progress bar's length)."""
-        t_start = round(strength * self.num_timesteps)
-        return sum(1 for t in self.sampler(settings).timesteps.tolist() if t < t_start)
+        return len(visited_timesteps(self.sampler(settings), strength))
 
     def _sample(self, settings: Settings, seeds: list[int], guidance: float, on_step=None,
-                x_init: torch.Tensor | None = None, strength: float = 1.0, record: bool = True,
-                generator_seed: int | None = None) -> Result:
+                x_init: torch.Tensor | None = None, strength: float = 1.0,
+                record: bool = True) -> Result:
         """One batch, image i from seeds[i], as sample.py draws it; the way kept when `record`."""
         scheduler = self.sampler(settings)
         eta = settings.eta if settings.sampler != "ddpm" else 0.0   # sample.py's rule
-        t_start = round(strength * self.num_timesteps)
-        visited = [t for t in scheduler.timesteps.tolist() if t < t_start]
+        visited = visited_timesteps(scheduler, strength)
         shown = kept_steps(visited) if record else None
-        generator = torch.Generator().manual_seed(settings.seed if generator_seed is None
-                                                  else generator_seed)
+        generator = torch.Generator().manual_seed(settings.seed)  # stochastic steps' noise
         recorder = None
         if self.pipe is None:
             images, way = generate_pixels(self.pixel_unet, scheduler, len(seeds), self.image_size,
@@ -208,14 +205,17 @@ class Explorer:
         t = parent.steps[step]
         settings = Settings(**{**vars(parent.settings), "seed": seed, "n": n})
         x_init = parent.x0_model[step, image][None].to(self.device)   # (1, C, h, w)
-        # strength (t + 1) / T: sampling starts at the first visited timestep below t + 1, i.e. t
+        # strength (t + 1) / T: sampling starts at the first visited timestep below t + 1, i.e. t,
+        # from x_t = sqrt(alpha_bar_t) x0_pred + sqrt(1 - alpha_bar_t) eps_seed (q(x_t | x0))
         return self._sample(settings, [seed + j for j in range(n)], settings.guidance, on_step,
                             x_init=x_init, strength=(t + 1) / self.num_timesteps)
 
-    def sdedit(self, upload: bytes, strength: float, settings: Settings, on_step=None) -> Result:
-        """[P8] SDEdit (Meng et al. 2022): the uploaded image, noised to step strength * T in
-        closed form, then denoised with the settings (sample.py --init-image FILE --strength S)."""
-        x = read_upload(upload, self.image_size).to(self.device)       # (1, 3, S, S)
+    def sdedit(self, image: torch.Tensor, strength: float, settings: Settings,
+               on_step=None) -> Result:
+        """[P8] SDEdit (Meng et al. 2022): an uploaded image (1, 3, S, S) in [-1, 1], from
+        read_upload, noised to step strength * T in closed form, then denoised with the settings
+        (sample.py --init-image FILE --strength S)."""
+        x = image.to(self.device)                                        # (1, 3, S, S)
         if self.pipe is not None:   # into latent space, as sample.py does
             with torch.no_grad():
                 x = self.pipe.vae.encode(x).mean * self.pipe.scale_factor

@@ -190,16 +190,17 @@ class AttentionRecorder:
         """After a model call: add every layer's weights (the first `batch` rows: the
         conditional branch of guidance)."""
         h, w = self.latent_hw
-        this_call = 0
+        keep, this_call = self.calls in self.keep_calls, 0
         for layer in self.layers:
             weights = layer.last_weights[:self.batch].float().mean(1)    # (B, h_l*w_l, L) mean of heads
             factor = round((h * w / weights.shape[1]) ** 0.5)            # this layer's downsampling
             maps = weights.transpose(1, 2).reshape(self.batch, -1, h // factor, w // factor)
             maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
             self.total = maps if self.total is None else self.total + maps  # (B, L, h, w)
-            this_call = this_call + maps
+            if keep:
+                this_call = this_call + maps
             self.count += 1
-        if self.calls in self.keep_calls:
+        if keep:
             self.kept.append((this_call / len(self.layers)).cpu())       # (B, L, h, w) mean of layers
         self.calls += 1
 

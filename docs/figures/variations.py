@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from diffusion import DDIMScheduler, sample
+from diffusion import DDIMScheduler, sample, visited_timesteps
 from docs.figures.common import FIGURES, load_ema_model, save_image_grid
 
 STRENGTHS = [0.2, 0.4, 0.6, 0.8, 1.0]
@@ -36,7 +36,7 @@ def main() -> None:
     model, scheduler, config = load_ema_model(args.ckpt)
     scheduler = DDIMScheduler.from_ddpm(scheduler)
     scheduler.set_timesteps(args.steps)
-    T, size = config["num_train_timesteps"], config["image_size"]
+    size = config["image_size"]
     model_fn = lambda x_t, t: model(x_t, t)  # noqa: E731
 
     # 1. the image to vary: a fresh sample
@@ -52,7 +52,7 @@ def main() -> None:
         x_init = image.expand(args.n, -1, -1, -1)
         outputs = sample(model_fn, scheduler, x_T, eta=args.eta, generator=generator,
                          x_init=x_init, strength=strength, progress=False)  # (n, 3, H, W)
-        remaining = [t for t in scheduler.timesteps.tolist() if t < round(strength * T)]
+        remaining = visited_timesteps(scheduler, strength)
         start = x_T[0] if strength == 1.0 else scheduler.add_noise(image, x_T[:1], remaining[0])[0]
         rows.append(torch.cat([image, start[None], outputs]))
         row_labels.append(f"strength {strength}\nfrom t = {remaining[0]}\n({len(remaining)} steps)")
