@@ -4,7 +4,7 @@
     python benchmarks/bench_models.py --configs cpu --precision bf16
 
 For each model, at a stage script's CPU preset and at its laptop-GPU default (as copied into
-CONFIGS below), it prints one row:
+benchmarks/common.py's MODEL_CONFIGS), it prints one row:
 parameters, forward GFLOPs per item (torch.utils.flop_counter), training items/s of the step the
 script takes (forward, backward, optimizer; the autoencoder row is the reconstruction + KL part
 of its step, without the perceptual and GAN terms), the achieved GFLOP/s, the GFLOP/s of a plain
@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import (compiled_twin, conv_reference, count_gflop, machine,  # noqa: E402
+from benchmarks.common import (CONTEXT, MAX_LENGTH, REAL_TOKENS, VOCABULARY,  # noqa: E402
+                               compiled_twin, config_of, conv_reference, count_gflop, machine,
                                matmul_reference, paired_seconds, peak_memory_mb)
 from models.clip import build_clip, clip_loss  # noqa: E402
 from models.tokenizer import Tokenizer  # noqa: E402
@@ -33,45 +34,6 @@ from models.unet import build_unet  # noqa: E402
 from models.vae import build_vae  # noqa: E402
 from training.device import autocast, pick_device  # noqa: E402
 from training.optim import make_adam  # noqa: E402
-
-VOCABULARY, MAX_LENGTH = 77, 41  # the synthetic captions' tokenizer (train_clip.py, cpu preset)
-# A batch of 64 synthetic captions is padded to its longest, about 27 tokens; 14 are real on average.
-CONTEXT, REAL_TOKENS = 28, 14
-
-
-# The models that are timed, per stage: the architecture and batch of each stage script's Config
-# defaults ("default", sized for a laptop GPU) and of its PRESETS["cpu"] (vae: train_vae.py,
-# clip: train_clip.py, ldm: train_ldm.py). They mirror the scripts' values (benchmarks must not
-# import a stage script); tests/test_benchmarks.py checks that every value here equals the
-# script's, so a change there fails the tests until it is copied here.
-CONFIGS = {
-    "vae": {
-        "default": dict(image_size=128, batch_size=16, base_channels=64, channel_mult=(1, 2, 4),
-                        num_res_blocks=2, latent_channels=3, attention=True),
-        "cpu": dict(image_size=64, batch_size=16, base_channels=32, channel_mult=(1, 2, 2),
-                    num_res_blocks=1, latent_channels=3, attention=True),
-    },
-    "clip": {
-        "default": dict(batch_size=256, text_width=256, text_layers=4, text_heads=4,
-                        head_channels=64, head_mult=(1, 2, 4), embed_dim=256),
-        "cpu": dict(batch_size=128, text_width=128, text_layers=3, text_heads=4,
-                    head_channels=32, head_mult=(1, 2, 4), embed_dim=128),
-    },
-    "ldm": {
-        "default": dict(batch_size=128, base_channels=128, channel_mult=(1, 2, 2),
-                        num_res_blocks=2, attention_levels=(1, 2), num_heads=4, dropout=0.0,
-                        num_train_timesteps=1000),
-        "cpu": dict(batch_size=64, base_channels=32, channel_mult=(1, 2, 4),
-                    num_res_blocks=1, attention_levels=(1, 2), num_heads=4, dropout=0.0,
-                    num_train_timesteps=1000),
-    },
-}
-
-
-def config_of(model: str, name: str) -> dict:
-    """CONFIGS[model][name]: one stage's configuration ("default" or "cpu"), as a config dict."""
-    return CONFIGS[model][name]
-
 
 def measure(name, model, make_step, forward_one, batch, conv_shape, device, args) -> dict:
     """make_step(model) -> a training-step closure calling that model; forward_one() runs one

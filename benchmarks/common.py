@@ -25,6 +25,44 @@ from training.speed import maybe_compile
 
 aten = torch.ops.aten
 
+VOCABULARY, MAX_LENGTH = 77, 41  # the synthetic captions' tokenizer (train_clip.py, cpu preset)
+# A batch of 64 synthetic captions is padded to its longest, about 27 tokens; 14 are real on average.
+CONTEXT, REAL_TOKENS = 28, 14
+
+
+# The models that bench_models.py and bench_parts.py time, per stage: the architecture and batch
+# of each stage script's Config defaults ("default", sized for a laptop GPU) and of its
+# PRESETS["cpu"] (vae: train_vae.py, clip: train_clip.py, ldm: train_ldm.py). They mirror the scripts' values (benchmarks must not
+# import a stage script); tests/test_benchmarks.py checks that every value here equals the
+# script's, so a change there fails the tests until it is copied here.
+MODEL_CONFIGS = {
+    "vae": {
+        "default": dict(image_size=128, batch_size=16, base_channels=64, channel_mult=(1, 2, 4),
+                        num_res_blocks=2, latent_channels=3, attention=True),
+        "cpu": dict(image_size=64, batch_size=16, base_channels=32, channel_mult=(1, 2, 2),
+                    num_res_blocks=1, latent_channels=3, attention=True),
+    },
+    "clip": {
+        "default": dict(batch_size=256, text_width=256, text_layers=4, text_heads=4,
+                        head_channels=64, head_mult=(1, 2, 4), embed_dim=256),
+        "cpu": dict(batch_size=128, text_width=128, text_layers=3, text_heads=4,
+                    head_channels=32, head_mult=(1, 2, 4), embed_dim=128),
+    },
+    "ldm": {
+        "default": dict(batch_size=128, base_channels=128, channel_mult=(1, 2, 2),
+                        num_res_blocks=2, attention_levels=(1, 2), num_heads=4, dropout=0.0,
+                        num_train_timesteps=1000),
+        "cpu": dict(batch_size=64, base_channels=32, channel_mult=(1, 2, 4),
+                    num_res_blocks=1, attention_levels=(1, 2), num_heads=4, dropout=0.0,
+                    num_train_timesteps=1000),
+    },
+}
+
+
+def config_of(model: str, name: str) -> dict:
+    """MODEL_CONFIGS[model][name]: one stage's configuration ("default" or "cpu"), as a config dict."""
+    return MODEL_CONFIGS[model][name]
+
 
 # torch's FLOP counter knows the CUDA attention kernels but not the CPU one, which would leave
 # every attention product out of the CPU figures. The same formulas: 2 matmuls forward
@@ -78,6 +116,16 @@ def paired_seconds(step, reference, device, rounds: int, warmup: int = 2,
         for i, fn in enumerate(others):
             times[2 + i].append(timed(fn, device, 1, 0))
     return tuple(statistics.median(t) for t in times)
+
+
+def alternating_seconds(fns: tuple, device, rounds: int, warmup: int = 2) -> tuple[float, ...]:
+    """Median seconds per call of each fn, calling them in turn, one call each per round, over
+    `rounds` rounds: a machine whose speed drifts slows every fn alike."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[timed(fn, device, 1, 0) for fn in fns] for _ in range(rounds)]
+    return tuple(statistics.median(column) for column in zip(*times))
 
 
 def compiled_twin(make_step, model: torch.nn.Module, device) -> tuple:
