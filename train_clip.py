@@ -88,7 +88,7 @@ class Config:
 
 
 PRESETS = {
-    "cpu": dict(_doc="a narrow CLIP on the CPU preset's 16x16x3 latents, ~30 min on a 2-core CPU",
+    "cpu": dict(_doc="a narrow CLIP on the CPU preset's 16x16x3 latents, ~9 min on a 2-core CPU",
                 vae="runs/vae_cpu/checkpoint.pt", text_width=128, text_layers=3, text_heads=4,
                 head_channels=32, head_mult=(1, 2, 4), embed_dim=128, steps=3000,
                 batch_size=128, lr=1e-3, warmup_steps=100, log_every=25, eval_every=1000,

@@ -9,7 +9,7 @@ keeps the latents bounded, and a PatchGAN discriminator switched on after --disc
     discriminator step:  L_D  = 0.5 * (mean relu(1 - D(x)) + mean relu(1 + D(x_rec)))
 
     python train_vae.py                           # laptop-GPU default: 128x128 -> 32x32x3
-    python train_vae.py --preset cpu              # 64x64 -> 16x16x3, about 30 min on a 2-core CPU
+    python train_vae.py --preset cpu              # 64x64 -> 16x16x3, about 10 min on a 2-core CPU
     python train_vae.py --preset cpu --resume --encode-latents   # (re)write the latent cache
 
 At the end it measures the standard deviation of the latents and stores scale_factor = 1/std in
@@ -104,7 +104,7 @@ class Config:
 
 
 PRESETS = {
-    "cpu": dict(_doc="64x64 faces -> 16x16x3 latents, a small autoencoder, ~30 min on a 2-core CPU",
+    "cpu": dict(_doc="64x64 faces -> 16x16x3 latents, a small autoencoder, ~10 min on a 2-core CPU",
                 image_size=64, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
                 steps=800, batch_size=16, lr=4e-4, warmup_steps=100, disc_start=500,
                 disc_channels=32, disc_layers=2, log_every=25, eval_every=400, eval_images=256,
