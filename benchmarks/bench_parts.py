@@ -9,7 +9,8 @@ docs/performance.md's table of what the training steps use quotes these parts:
   forward + backward, at the shapes of the UNet's blocks (batch 64, 4 heads, a caption of 28
   tokens of which 14 are real, as bench_models.py);
 - adam: one AdamW step over the UNet's parameters with the fused kernel (training/optim.py:
-  make_adam) against PyTorch's default multi-tensor one, and the whole training step for scale;
+  make_adam) against PyTorch's default (a loop over the tensors on the CPU), and the whole
+  training step for scale;
 - layout: the whole training step with contiguous tensors against channels_last, and with
   --compile the torch.compile'd step with inductor's layout optimisation off (maybe_compile's
   choice on the CPU) and on (torch.compile's default);
@@ -17,7 +18,8 @@ docs/performance.md's table of what the training steps use quotes these parts:
   one Linear(D, 3D) whose output is split, forward + backward;
 - profile: torch.profiler's self time over the training step, grouped into convolutions, linear
   layers, attention kernels, the optimizer and the rest, with each group's GFLOP/s
-  (torch.utils.flop_counter) against a plain conv3x3 at the UNet's first-level width.
+  (torch.utils.flop_counter) and its rate against the convolutions' (the profiler cannot time a
+  reference in alternation, so the groups compare with each other, in the same steps).
 
 Every comparison is timed in alternation, round after round, and the medians are printed
 (benchmarks/common.py: alternating_seconds), so a machine whose speed drifts slows every side.
@@ -39,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (CONTEXT, REAL_TOKENS, alternating_seconds, config_of,  # noqa: E402
-                               conv_reference, machine, timed)
+                               machine, timed)
 from models.attention import Attention  # noqa: E402
 from models.unet import build_unet  # noqa: E402
 from training.device import pick_device  # noqa: E402
@@ -137,16 +139,18 @@ def part_attention(device, rounds):
 
 def part_adam(device, rounds):
     unet, fused_adam, step = training_step(device)
-    foreach_adam = torch.optim.AdamW(unet.parameters(), lr=1e-4)  # PyTorch's default kernel
+    default_adam = torch.optim.AdamW(unet.parameters(), lr=1e-4)  # PyTorch's default: on the
+    # CPU a loop over the parameter tensors, on CUDA the multi-tensor (foreach) kernel
     step()                                                      # gradients to step with
     params = [p for p in unet.parameters() if p.grad is not None]
-    fused, foreach, whole = alternating_seconds((fused_adam.step, foreach_adam.step, step),
+    fused, default, whole = alternating_seconds((fused_adam.step, default_adam.step, step),
                                                 device, rounds)
     print(f"\nAdamW step over the text UNet's {len(params)} parameter tensors "
           f"({sum(p.numel() for p in params) / 1e6:.2f} M values), medians of {rounds} rounds:")
-    print(f"fused kernel {fused * 1e3:.1f} ms, default (foreach) {foreach * 1e3:.1f} ms; the whole "
-          f"training step with the fused one {whole * 1e3:.0f} ms, of which the optimizer is "
-          f"{fused / whole:.1%} (the default's {foreach / whole:.1%} of the same step)")
+    print(f"fused kernel {fused * 1e3:.1f} ms, PyTorch's default on this device "
+          f"{default * 1e3:.1f} ms; the whole training step with the fused one {whole * 1e3:.0f} "
+          f"ms, of which the optimizer is {fused / whole:.1%} (the default: {default / whole:.1%} "
+          "of the same step)")
 
 
 def part_layout(device, rounds, compile_too):
@@ -198,7 +202,6 @@ def group_of(op_name: str) -> str:
 
 
 def part_profile(device, steps):
-    s = text_unet_shapes()
     _, _, step = training_step(device)
     for _ in range(3):
         step()                                                  # warm-up
@@ -214,19 +217,15 @@ def part_profile(device, steps):
     for event in prof.key_averages():
         self_us[group_of(event.key)] += event.self_cpu_time_total
     total = sum(self_us.values())
-    conv_step, conv_gflop = conv_reference(s["unet"]["base_channels"], s["latent"], s["batch"],
-                                           device, "fp32")
-    conv_gflops = conv_gflop / timed(conv_step, device, 10)
+    conv_rate = flops["convolution"] / self_us["convolution"] * steps / 1e3   # GFLOP/s
     print(f"\nwhere the text UNet's training step goes (torch.profiler self time over {steps} "
-          f"steps: {total / steps / 1e3:.0f} ms per step under the profiler; a plain conv3x3 at "
-          f"width {s['unet']['base_channels']}, {s['latent']}x{s['latent']}, batch {s['batch']}: "
-          f"{conv_gflops:.0f} GFLOP/s)")
-    print("| group | share of the step | GFLOP/s | against the conv3x3 |\n|---|---|---|---|")
+          f"steps: {total / steps / 1e3:.0f} ms per step under the profiler)")
+    print("| group | share of the step | GFLOP/s | against the convolutions |\n|---|---|---|---|")
     for group in GROUPS:
         seconds = self_us[group] / steps / 1e6
         rate = flops[group] / 1e9 / seconds if flops[group] and seconds else 0.0
         print(f"| {group} | {self_us[group] / total:.0%} | "
-              + (f"{rate:.0f} | {rate / conv_gflops:.2f} |" if rate else "no counted FLOPs | |"))
+              + (f"{rate:.0f} | {rate / conv_rate:.2f} |" if rate else "no counted FLOPs | |"))
 
 
 def main():
