@@ -26,11 +26,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (CONTEXT, MAX_LENGTH, REAL_TOKENS, VOCABULARY,  # noqa: E402
-                               compiled_twin, config_of, conv_reference, count_gflop, machine,
-                               matmul_reference, paired_seconds, peak_memory_mb)
+                               compiled_twin, config_of, conv_reference, count_gflop, latent_side,
+                               machine, matmul_reference, paired_seconds, peak_memory_mb,
+                               text_unet_case, text_unet_step)
 from models.clip import build_clip, clip_loss  # noqa: E402
 from models.tokenizer import Tokenizer  # noqa: E402
-from models.unet import build_unet  # noqa: E402
 from models.vae import build_vae  # noqa: E402
 from training.device import autocast, pick_device  # noqa: E402
 from training.optim import make_adam  # noqa: E402
@@ -88,8 +88,7 @@ def bench_vae(config: str, device, args) -> dict:
 def bench_clip(config: str, device, args) -> dict:
     cfg = config_of("clip", config)
     vae_cfg = config_of("vae", config)
-    factor = 2 ** (len(vae_cfg["channel_mult"]) - 1)
-    latent = vae_cfg["image_size"] // factor
+    latent = latent_side(config)
     tokenizer = Tokenizer(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(
         VOCABULARY - 4)], MAX_LENGTH)
     clip = build_clip(cfg, tokenizer, vae_cfg["latent_channels"]).to(device)
@@ -114,31 +113,12 @@ def bench_clip(config: str, device, args) -> dict:
 
 
 def bench_ldm(config: str, device, args) -> dict:
-    cfg = config_of("ldm", config)
-    vae_cfg = config_of("vae", config)
-    clip_cfg = config_of("clip", config)
-    latent = vae_cfg["image_size"] // 2 ** (len(vae_cfg["channel_mult"]) - 1)
-    C, D = vae_cfg["latent_channels"], clip_cfg["text_width"]
-    unet = build_unet(cfg, C, D).to(device)
-    optimizer = make_adam(torch.optim.AdamW, unet.parameters(), lr=1e-4)
-    batch = cfg["batch_size"]
-    z = torch.randn(batch, C, latent, latent, device=device)
-    t = torch.randint(0, cfg["num_train_timesteps"], (batch,), device=device)
-    context = torch.randn(batch, CONTEXT, D, device=device)
-    mask = (torch.arange(CONTEXT, device=device)[None] < REAL_TOKENS).expand(batch, -1)
-
-    def make_step(model):
-        def step():
-            with autocast(device, args.precision):
-                loss = F.mse_loss(model(z, t, context, mask).float(), z)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return step
-
-    return measure(f"text UNet ({config}, {latent}x{latent} latents)", unet, make_step,
-                   lambda: unet(z[:1], t[:1], context[:1], mask[:1]), batch,
-                   (cfg["base_channels"], latent), device, args)
+    unet, optimizer, inputs = text_unet_case(config, device)
+    z = inputs[0]                                                   # (B, C, n, n)
+    return measure(f"text UNet ({config}, {z.shape[-1]}x{z.shape[-1]} latents)", unet,
+                   lambda model: text_unet_step(model, optimizer, inputs, device, args.precision),
+                   lambda: unet(*(x[:1] for x in inputs)), len(z),
+                   (config_of("ldm", config)["base_channels"], z.shape[-1]), device, args)
 
 
 def main():

@@ -28,7 +28,6 @@ Every comparison is timed in alternation, round after round, and the medians are
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -41,22 +40,18 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (CONTEXT, REAL_TOKENS, alternating_seconds, config_of,  # noqa: E402
-                               machine, timed)
-from models.attention import Attention  # noqa: E402
-from models.unet import build_unet  # noqa: E402
+                               latent_side, machine, text_unet_case, text_unet_step, timed)
+from models.attention import Attention, attention_weights  # noqa: E402
 from training.device import pick_device  # noqa: E402
-from training.optim import make_adam  # noqa: E402
 
-HEADS = 4
+CPU = config_of("ldm", "cpu")          # the text UNet timed: stage 4's CPU preset
+HEADS = CPU["num_heads"]
 
 
 def explicit_attention(q, k, v, mask=None):
-    """softmax(q k^T / sqrt(d)) v written out; q (B, h, L, d), k and v (B, h, L_ctx, d),
-    mask (B, 1, 1, L_ctx) bool, True = keep. The same result as F.scaled_dot_product_attention."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                # (B, h, L, L_ctx)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(dim=-1) @ v                                        # (B, h, L, d)
+    """softmax(q k^T / sqrt(d)) v with the weights written out (models/attention.py:
+    attention_weights); q (B, h, L, d), k and v (B, h, L_ctx, d) -> (B, h, L, d)."""
+    return attention_weights(q, k, mask) @ v
 
 
 class FusedQKVAttention(Attention):
@@ -76,46 +71,30 @@ class FusedQKVAttention(Attention):
         return self.to_out(out.transpose(1, 2).reshape(B, L, D))
 
 
-def text_unet_shapes() -> dict:
-    """The CPU preset's text UNet: batch, latent size, level widths and the text width."""
-    unet, vae, clip = config_of("ldm", "cpu"), config_of("vae", "cpu"), config_of("clip", "cpu")
-    latent = vae["image_size"] // 2 ** (len(vae["channel_mult"]) - 1)
-    widths = [unet["base_channels"] * m for m in unet["channel_mult"]]
-    levels = [(latent // 2**i, widths[i]) for i in unet["attention_levels"]]  # (size, width)
-    return dict(batch=unet["batch_size"], latent=latent, levels=levels, C=vae["latent_channels"],
-                text_width=clip["text_width"], unet=unet)
+def attention_levels() -> list[tuple[int, int]]:
+    """(side, width) of the feature maps at the UNet's attention levels: 8x8 at width 64 and 4x4
+    at width 128 for the CPU preset."""
+    n = latent_side("cpu")
+    return [(n // 2**i, CPU["base_channels"] * CPU["channel_mult"][i])
+            for i in CPU["attention_levels"]]
 
 
 def training_step(device, memory_format=torch.contiguous_format, compiled=None, seed=0):
-    """(the UNet, its fused AdamW, a closure of one v-style training step) at the CPU preset, as
-    bench_models.py's text-UNet row. compiled: None (eager) or torch.compile's options dict."""
-    s = text_unet_shapes()
+    """(the UNet, its fused AdamW, a closure of one training step) at the CPU preset, the same
+    step as bench_models.py's text-UNet row. compiled: None (eager) or torch.compile's options."""
     torch.manual_seed(seed)
-    unet = build_unet(s["unet"], s["C"], s["text_width"]).to(device, memory_format=memory_format)
-    optimizer = make_adam(torch.optim.AdamW, unet.parameters(), lr=1e-4)
-    B, n = s["batch"], s["latent"]
-    z = torch.randn(B, s["C"], n, n, device=device).contiguous(memory_format=memory_format)
-    t = torch.randint(0, s["unet"]["num_train_timesteps"], (B,), device=device)
-    context = torch.randn(B, CONTEXT, s["text_width"], device=device)
-    mask = (torch.arange(CONTEXT, device=device)[None] < REAL_TOKENS).expand(B, -1)
+    unet, optimizer, inputs = text_unet_case("cpu", device, memory_format)
     model = unet if compiled is None else torch.compile(unet, options=compiled)
-
-    def step():
-        loss = F.mse_loss(model(z, t, context, mask), z)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return unet, optimizer, step
+    return unet, optimizer, text_unet_step(model, optimizer, inputs, device)
 
 
 def part_attention(device, rounds):
-    s = text_unet_shapes()
-    B = s["batch"]
+    B = CPU["batch_size"]
     print(f"\nattention, forward + backward, batch {B}, {HEADS} heads (ms, medians of {rounds} "
           "alternated rounds)")
     print("| queries x keys, head width | fused (scaled_dot_product_attention) | explicit "
           "softmax(QK^T)V | explicit / fused |\n|---|---|---|---|")
-    for size, width in s["levels"]:
+    for size, width in attention_levels():
         d = width // HEADS
         for kind, L_ctx in (("self-attention", size * size), ("cross-attention, masked", CONTEXT)):
             q = torch.randn(B, HEADS, size * size, d, device=device, requires_grad=True)
@@ -170,14 +149,13 @@ def part_layout(device, rounds, compile_too):
 
 
 def part_qkv(device, rounds):
-    s = text_unet_shapes()
-    size, width = s["levels"][0]
+    size, width = attention_levels()[0]
     torch.manual_seed(0)
     three, one = Attention(width, None, HEADS).to(device), FusedQKVAttention(width, HEADS).to(device)
-    x = torch.randn(s["batch"], size * size, width, device=device, requires_grad=True)
+    x = torch.randn(CPU["batch_size"], size * size, width, device=device, requires_grad=True)
     a, b = alternating_seconds((lambda: three(x).sum().backward(), lambda: one(x).sum().backward()),
                                device, rounds)
-    print(f"\nself-attention layer at {size}x{size} (width {width}, batch {s['batch']}), forward + "
+    print(f"\nself-attention layer at {size}x{size} (width {width}, batch {CPU['batch_size']}), forward + "
           f"backward, medians of {rounds} rounds: three projections {a * 1e3:.2f} ms, one "
           f"Linear(D, 3D) {b * 1e3:.2f} ms")
 
@@ -217,15 +195,15 @@ def part_profile(device, steps):
     for event in prof.key_averages():
         self_us[group_of(event.key)] += event.self_cpu_time_total
     total = sum(self_us.values())
-    conv_rate = flops["convolution"] / self_us["convolution"] * steps / 1e3   # GFLOP/s
+    # GFLOP/s per group: FLOPs of one step over its self time per step (the rest counts none)
+    rates = {g: flops[g] / (self_us[g] / steps) / 1e3 for g in GROUPS if flops[g] and self_us[g]}
     print(f"\nwhere the text UNet's training step goes (torch.profiler self time over {steps} "
           f"steps: {total / steps / 1e3:.0f} ms per step under the profiler)")
     print("| group | share of the step | GFLOP/s | against the convolutions |\n|---|---|---|---|")
     for group in GROUPS:
-        seconds = self_us[group] / steps / 1e6
-        rate = flops[group] / 1e9 / seconds if flops[group] and seconds else 0.0
-        print(f"| {group} | {self_us[group] / total:.0%} | "
-              + (f"{rate:.0f} | {rate / conv_rate:.2f} |" if rate else "no counted FLOPs | |"))
+        rate = (f"{rates[group]:.0f} | {rates[group] / rates['convolution']:.2f} |"
+                if group in rates else "no counted FLOPs | |")
+        print(f"| {group} | {self_us[group] / total:.0%} | {rate}")
 
 
 def main():

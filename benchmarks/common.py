@@ -17,10 +17,13 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torch.utils.flop_counter as flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from models.unet import build_unet
 from training.device import autocast, synchronize
+from training.optim import make_adam
 from training.speed import maybe_compile
 
 aten = torch.ops.aten
@@ -62,6 +65,45 @@ MODEL_CONFIGS = {
 def config_of(model: str, name: str) -> dict:
     """MODEL_CONFIGS[model][name]: one stage's configuration ("default" or "cpu"), as a config dict."""
     return MODEL_CONFIGS[model][name]
+
+
+def latent_side(name: str) -> int:
+    """The side of the latents the autoencoder of configuration `name` makes: image_size / f,
+    with f = 2^(levels - 1)."""
+    vae = config_of("vae", name)
+    return vae["image_size"] // 2 ** (len(vae["channel_mult"]) - 1)
+
+
+def text_unet_case(name: str, device, memory_format=torch.contiguous_format) -> tuple:
+    """Stage 4's text UNet at configuration `name` ("default" or "cpu"), its fused AdamW (as
+    train_ldm.py) and one batch of inputs: latents z (B, C, n, n), timesteps t (B,), text tokens
+    (B, CONTEXT, D) and their mask (B, CONTEXT), REAL_TOKENS of them real."""
+    cfg = config_of("ldm", name)
+    C, D, n = config_of("vae", name)["latent_channels"], config_of("clip", name)["text_width"], \
+        latent_side(name)
+    unet = build_unet(cfg, C, D).to(device, memory_format=memory_format)
+    optimizer = make_adam(torch.optim.AdamW, unet.parameters(), lr=1e-4)
+    B = cfg["batch_size"]
+    z = torch.randn(B, C, n, n, device=device).contiguous(memory_format=memory_format)
+    t = torch.randint(0, cfg["num_train_timesteps"], (B,), device=device)
+    context = torch.randn(B, CONTEXT, D, device=device)
+    mask = (torch.arange(CONTEXT, device=device)[None] < REAL_TOKENS).expand(B, -1)
+    return unet, optimizer, (z, t, context, mask)
+
+
+def text_unet_step(model, optimizer, inputs: tuple, device, precision: str = "fp32"):
+    """A closure of one training step of `model` (the UNet or its compiled twin) on
+    text_unet_case's inputs: forward, an MSE loss against z standing in for the v target,
+    backward and the optimizer step."""
+    z, t, context, mask = inputs
+
+    def step():
+        with autocast(device, precision):
+            loss = F.mse_loss(model(z, t, context, mask).float(), z)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
 
 
 # torch's FLOP counter knows the CUDA attention kernels but not the CPU one, which would leave

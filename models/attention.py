@@ -27,6 +27,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def attention_weights(q: torch.Tensor, k: torch.Tensor,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) written out: q (B, heads, L, d), k (B, heads, L_ctx, d), mask
+    broadcastable to (B, heads, L, L_ctx), bool, True = keep -> (B, heads, L, L_ctx), rows sum to 1.
+    The same weights F.scaled_dot_product_attention applies inside its fused kernel."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])              # (B, heads, L, L_ctx)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
 class Attention(nn.Module):
     """Multi-head attention: tokens x (B, L, D) attend to a context (B, L_ctx, D_ctx) or to x."""
 
@@ -69,10 +80,7 @@ class Attention(nn.Module):
             mask = mask[:, None, None, :]                                   # (B, 1, 1, L_ctx)
         if self.record:  # the weights written out, kept for inspection; the output below is
             # still the fused kernel's, so recording does not change the image by a single bit
-            scores = q @ k.transpose(-2, -1) / math.sqrt(d)                 # (B, heads, L, L_ctx)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            self.last_weights = scores.softmax(dim=-1).detach()             # rows sum to 1
+            self.last_weights = attention_weights(q, k, mask).detach()      # (B, heads, L, L_ctx)
         # softmax(q k^T / sqrt(d)) v, by PyTorch's fused kernel
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)       # (B, heads, L, d)
         out = out.transpose(1, 2).reshape(B, L, D)                          # (B, L, heads * d = D)
