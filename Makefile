@@ -1,10 +1,10 @@
-# Two commands for a fresh machine: `make test` and `make demo`.
+# Two commands for a fresh machine: `make test` and `make demo` (and `make lint`, which CI runs).
 # Both create .venv from requirements.txt the first time; later runs reuse it.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test demo clean-venv
+.PHONY: test lint demo clean-venv
 
 # The venv is rebuilt only when requirements.txt changes.
 $(VENV)/.installed: requirements.txt
@@ -13,8 +13,17 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# PYTEST_ARGS: more pytest options, e.g. PYTEST_ARGS=--durations=15 (CI) or -k sampling.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+# ruff with the settings of pyproject.toml, installed from requirements-dev.txt into the venv.
+$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
 
 # The whole journey on the embedded synthetic faces, offline, CPU-sized: every stage of the video
 # in order, shortened to fit about a quarter of an hour on a 2-core CPU (10-17 min measured; 32x32

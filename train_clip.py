@@ -26,64 +26,61 @@ from pathlib import Path
 
 import torch
 
+from common.checkpoints import load_weights
+from common.config import option, parse_config
+from common.device import PRECISION_CHOICES
+from common.errors import CheckpointError, ConfigError, main_guard, require, require_positive
+from common.randomness import seed_everything
 from data.captions import caption_row, captions_for, full_caption, step_rng
-from data.latents import load_latents, sample_latents
-from models.clip import CLIP, build_clip, clip_loss
+from data.latents import draw_latents, load_latents
+from models.clip import CLIP, build_clip, clip_checkpoint_problem, clip_loss
 from models.clip_eval import (caption_keys, embed_latents, embed_texts, plot_similarity,
                               plot_zero_shot, retrieval_accuracy, row_dict, zero_shot_accuracy)
 from models.tokenizer import Tokenizer
 from models.vae import load_vae
-from training.batches import BatchSampler
-from training.checkpoints import load_weights
-from training.config import opt, parse_config
-from training.device import PRECISION_CHOICES, autocast, make_grad_scaler
-from training.distributed import any_rank, wrap_ddp
+from training.batches import BatchOrder
 from training.ema import unwrap
-from training.errors import CheckpointError, ConfigError, main_guard, require, require_positive
 from training.logger import MetricLogger
-from training.optim import (load_optimizer_state, make_adam, optimizer_step, set_lr,
-                            warmup_cosine_lr)
-from training.randomness import seed_everything
-from training.run import StopFlag, due, finish_run, resume_state, start_noise, start_run
-from training.speed import CompileClock, maybe_compile
+from training.optim import load_optimizer_state, make_adam, optimizer_step, set_lr, warmup_cosine_lr
+from training.run import StopFlag, due, start_run
 
 
 @dataclass
 class Config:
     # data: the latents train_vae.py cached next to its checkpoint
-    vae: str = opt("runs/vae/checkpoint.pt", "the trained autoencoder (train_vae.py)")
-    vocab_captions: int = opt(4, "random captions per training row that build the vocabulary")
+    vae: str = option("runs/vae/checkpoint.pt", "the trained autoencoder (train_vae.py)")
+    vocab_captions: int = option(4, "random captions per training row that build the vocabulary")
     # model [P14] [P15]
-    text_width: int = opt(256, "D, width of the text encoder's token vectors", fixed=True)
-    text_layers: int = opt(4, "transformer blocks of the text encoder", fixed=True)
-    text_heads: int = opt(4, "attention heads per block", fixed=True)
-    head_channels: int = opt(64, "channels of the image head at the latent resolution", fixed=True)
-    head_mult: tuple = opt((1, 2, 4), "image head channel multiplier per level (each halves h, w)",
+    text_width: int = option(256, "D, width of the text encoder's token vectors", fixed=True)
+    text_layers: int = option(4, "transformer blocks of the text encoder", fixed=True)
+    text_heads: int = option(4, "attention heads per block", fixed=True)
+    head_channels: int = option(64, "channels of the image head at the latent resolution", fixed=True)
+    head_mult: tuple = option((1, 2, 4), "image head channel multiplier per level (each halves h, w)",
                            fixed=True)
-    embed_dim: int = opt(256, "E, width of the shared image-text space", fixed=True)
+    embed_dim: int = option(256, "E, width of the shared image-text space", fixed=True)
     # optimisation
-    steps: int = opt(6000, "optimizer steps in total")
-    batch_size: int = opt(256, "image-caption pairs per step: the N of the N x N matrix (under "
+    steps: int = option(6000, "optimizer steps in total")
+    batch_size: int = option(256, "image-caption pairs per step: the N of the N x N matrix (under "
                                "torchrun each process has its own N / processes x N / processes)")
-    lr: float = opt(5e-4, "AdamW peak learning rate (warm-up, then cosine decay to 0)")
-    warmup_steps: int = opt(300, "linear learning-rate warm-up")
-    weight_decay: float = opt(0.1, "AdamW weight decay on matrices (not on norms, biases, t)")
-    precision: str = opt("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
+    lr: float = option(5e-4, "AdamW peak learning rate (warm-up, then cosine decay to 0)")
+    warmup_steps: int = option(300, "linear learning-rate warm-up")
+    weight_decay: float = option(0.1, "AdamW weight decay on matrices (not on norms, biases, t)")
+    precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
                                  "bf16 or fp16 (CUDA only)",
                          choices=PRECISION_CHOICES)
-    compile: bool = opt(False, "torch.compile the model: faster steps after a first step that "
+    compile: bool = option(False, "torch.compile the model: faster steps after a first step that "
                                "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping
-    out: str = opt("runs/clip", "output folder")
-    log_every: int = opt(50, "steps between metric lines")
-    eval_every: int = opt(1000, "steps between held-out evaluations")
-    eval_images: int = opt(2048, "held-out images for zero-shot accuracy and retrieval")
-    retrieval_batch: int = opt(64, "retrieval is measured within batches of this many pairs")
-    ckpt_every: int = opt(1000, "steps between checkpoints")
-    seed: int = opt(0, "random seed")
-    device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
-    resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
-    overwrite: bool = opt(False, "start over in an --out that holds a run: delete its checkpoint, "
+    out: str = option("runs/clip", "output folder")
+    log_every: int = option(50, "steps between metric lines")
+    eval_every: int = option(1000, "steps between held-out evaluations")
+    eval_images: int = option(2048, "held-out images for zero-shot accuracy and retrieval")
+    retrieval_batch: int = option(64, "retrieval is measured within batches of this many pairs")
+    ckpt_every: int = option(1000, "steps between checkpoints")
+    seed: int = option(0, "random seed")
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    resume: bool = option(False, "continue from OUT/checkpoint.pt exactly where it stopped")
+    overwrite: bool = option(False, "start over in an --out that holds a run: delete its checkpoint, "
                                  "metrics and images first (without it, such an --out is refused)")
 
 
@@ -157,7 +154,7 @@ def main():
     cfg = parse_config(Config, presets=PRESETS, description=__doc__.split("\n\n")[0])
     check_config(cfg)
     run = start_run(cfg)
-    info, device = run.info, run.device
+    ranks, device = run.ranks, run.device
 
     # ---- Data: cached latents of the frozen autoencoder, and their attribute rows -------------
     try:
@@ -166,9 +163,9 @@ def main():
         raise ConfigError(f"--vae: {error}") from None
     train = load_latents(cfg.vae, "train", scale_factor)
     held_out = load_latents(cfg.vae, "val", scale_factor)
-    sampler = BatchSampler(len(train["mean"]), cfg.batch_size, cfg.seed, info.rank,
-                           info.world_size)
-    state = resume_state(run, kind="clip")  # None unless --resume
+    batch_order = BatchOrder(len(train["mean"]), cfg.batch_size, cfg.seed, ranks.rank,
+                           ranks.world_size)
+    state = run.resume("clip", check=clip_checkpoint_problem)  # None unless --resume
     tokenizer = (Tokenizer.from_state_dict(state["tokenizer"]) if state else
                  build_tokenizer(train, cfg.vocab_captions, cfg.seed))
     _, C, h, w = train["mean"].shape
@@ -184,34 +181,34 @@ def main():
     optimizer = make_adam(torch.optim.AdamW, [{"params": decay, "weight_decay": cfg.weight_decay},
                                               {"params": no_decay, "weight_decay": 0.0}],
                           lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)  # CLIP's betas, eps
-    scaler = make_grad_scaler(device, cfg.precision)
+    scaler = run.grad_scaler()
     if state:
         load_weights(clip, state["model"], f"--resume {run.checkpoint_path}")
         load_optimizer_state(optimizer, state["optimizer"])
         if "scaler" in state:  # checkpoints written before fp16 loss scaling came to stage 3
             scaler.load_state_dict(state["scaler"])
-    start_step = start_noise(run, state)
-    train_clip = maybe_compile(wrap_ddp(clip, device, info), cfg.compile, device)
+    start_step = run.seed_or_restore(state)
+    train_clip = run.wrap(clip)
     count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
     run.print(f"CLIP: text encoder {count(clip.text_encoder):.2f}M, image head "
               f"{count(clip.image_head):.2f}M parameters (+ the frozen autoencoder encoder)")
 
     # ---- Train -------------------------------------------------------------------------------
-    logger = MetricLogger(run.out, start_step, info.is_main, cfg.batch_size, "pairs_per_s")
+    logger = MetricLogger(run.out, start_step, ranks.is_main, cfg.batch_size, "pairs_per_s")
     stop = StopFlag()
-    clock = CompileClock(device) if cfg.compile else None
+    clock = run.compile_clock()
     clip.train()
     for step in (progress := run.progress(start_step, "train clip")):
         logger.input.start()
         # [P13] N latents z ~ q(z | x), scaled to unit variance, and a fresh caption for each
-        indices = sampler(step)
-        z = sample_latents(train, indices, scale_factor).to(device)  # (N, C, h, w)
+        indices = batch_order(step)
+        z = draw_latents(train, indices, scale_factor).to(device)  # (N, C, h, w)
         captions = captions_for(train["attribute_names"], train["attributes"], train["texts"],
-                                indices.tolist(), step_rng(cfg.seed, step, info.rank))
+                                indices.tolist(), step_rng(cfg.seed, step, ranks.rank))
         ids, mask = tokenizer(captions, warn_unknown=False)
         logger.input.stop()
         # [P15] logits (N, N) = exp(t) * cos(image_i, text_j); the pairs sit on the diagonal
-        with autocast(device, cfg.precision):
+        with run.autocast():
             logits = train_clip(z, ids.to(device), mask.to(device)).float()
         loss = clip_loss(logits)
         lr = warmup_cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.steps)
@@ -222,17 +219,17 @@ def main():
         labels = torch.arange(len(logits), device=device)
         logger.add(loss=loss, batch_accuracy=(logits.argmax(1) == labels).float().mean(),
                    logit_scale=unwrap(train_clip).scale())
-        if clock and (line := clock.tick()) and info.is_main:
+        if clock and (line := clock.tick()) and ranks.is_main:
             progress.write(line)
 
         # ---- Bookkeeping: log, evaluate, checkpoint, stop --------------------------------------
         done = step + 1
-        stopping = any_rank(stop.requested, info)
+        stopping = run.any_rank(stop.requested)
         saving = due(done, cfg.ckpt_every) or done == cfg.steps or stopping
         if due(done, cfg.log_every) or saving:
             means = logger.write(done, lr=lr)
             progress.set_postfix(loss=f"{means['loss']:.3f}", acc=f"{means['batch_accuracy']:.2f}")
-        if info.is_main and (due(done, cfg.eval_every) or done == cfg.steps):
+        if ranks.is_main and (due(done, cfg.eval_every) or done == cfg.steps):
             result = evaluate(clip, tokenizer, held_out, scale_factor, cfg, device)
             retrieval = result["retrieval"]
             scores = {"val_i2t_top1": retrieval["image_to_text_top1"],
@@ -254,9 +251,10 @@ def main():
             break
     progress.close()
 
-    if info.is_main and not stop.requested:
+    if ranks.is_main and not stop.requested:
         report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, run.out)
-    finish_run(run, stop=stop)
+    run.finish()
+    return stop.exit_status  # 128 + the signal's number after Ctrl-C or SIGTERM, else 0
 
 
 def report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, out: Path) -> None:

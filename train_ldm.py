@@ -26,84 +26,82 @@ from dataclasses import dataclass
 
 import torch
 
+from common.checkpoints import load_weights
+from common.config import option, parse_config, range_problems, require_valid
+from common.device import PRECISION_CHOICES
+from common.errors import CheckpointError, ConfigError, main_guard, require, require_positive
+from common.images import save_grid
+from common.randomness import seed_everything
 from data.captions import VALIDATION_PROMPTS, captions_for, step_rng
-from data.latents import load_latents, sample_latents
-from diffusion import DDIMScheduler, DDPMScheduler
-from diffusion.pipeline import TextConditioner, TextToImage, generate
-from models.clip import load_clip
-from models.unet import build_unet
+from data.latents import draw_latents, load_latents
+from diffusion import DDPMScheduler, make_sampler
+from diffusion.pipeline import Pipeline, checkpoint_problem, generate
+from diffusion.schedule import schedule_problems
+from models.clip import TextConditioner, load_clip, text_state
+from models.unet import build_unet, unet_problems
 from models.vae import load_vae
-from training.batches import BatchSampler
-from training.checks import range_problems, require_valid, schedule_problems, unet_problems
-from training.checkpoints import load_weights
-from training.config import opt, parse_config
-from training.device import PRECISION_CHOICES, autocast, make_grad_scaler
-from training.distributed import any_rank, wrap_ddp
+from training.batches import BatchOrder
 from training.ema import EMA
-from training.errors import CheckpointError, ConfigError, main_guard, require, require_positive
 from training.logger import MetricLogger
 from training.optim import (LR_SCHEDULES, load_optimizer_state, make_adam, optimizer_step,
                             scheduled_lr, set_lr)
-from training.plots import save_grid
-from training.randomness import seed_everything
-from training.run import StopFlag, due, finish_run, resume_state, start_noise, start_run
-from training.speed import CompileClock, maybe_compile
+from training.run import StopFlag, due, start_run
 
 
 @dataclass
 class Config:
     # inputs: the autoencoder (with its latent cache) and the CLIP text encoder
-    vae: str = opt("runs/vae/checkpoint.pt", "the trained autoencoder (train_vae.py)")
-    clip: str = opt("runs/clip/checkpoint.pt", "the trained CLIP (train_clip.py); '' = "
+    vae: str = option("runs/vae/checkpoint.pt", "the trained autoencoder (train_vae.py)")
+    clip: str = option("runs/clip/checkpoint.pt", "the trained CLIP (train_clip.py); '' = "
                                                "unconditional latent diffusion")
-    cond_drop: float = opt(0.1, "probability of training on the empty prompt (classifier-free "
+    cond_drop: float = option(0.1, "probability of training on the empty prompt (classifier-free "
                                 "guidance needs it)")
     # model [P5] [P16]
-    base_channels: int = opt(128, "channels of the UNet's first level", fixed=True)
-    channel_mult: tuple = opt((1, 2, 2), "channel multiplier per level (32x32 latents: 32, 16, 8)",
+    base_channels: int = option(128, "channels of the UNet's first level", fixed=True)
+    channel_mult: tuple = option((1, 2, 2), "channel multiplier per level (32x32 latents: 32, 16, 8)",
                               fixed=True)
-    num_res_blocks: int = opt(2, "residual blocks per level", fixed=True)
-    attention_levels: tuple = opt((1, 2), "levels with self- and cross-attention (0 = full res)",
+    num_res_blocks: int = option(2, "residual blocks per level", fixed=True)
+    attention_levels: tuple = option((1, 2), "levels with self- and cross-attention (0 = full res)",
                                   fixed=True)
-    num_heads: int = opt(4, "attention heads", fixed=True)
-    dropout: float = opt(0.0, "dropout inside the residual blocks")
+    num_heads: int = option(4, "attention heads", fixed=True)
+    dropout: float = option(0.0, "dropout inside the residual blocks")
     # diffusion [P2] [P3] [P4]
-    num_train_timesteps: int = opt(1000, "T, the number of noising steps", fixed=True)
-    beta_start: float = opt(1e-4, "beta_1 of the linear schedule", fixed=True)
-    beta_end: float = opt(0.02, "beta_T of the linear schedule", fixed=True)
-    beta_schedule: str = opt("linear", "linear or cosine", fixed=True)
-    prediction_type: str = opt("v", "what the UNet predicts: v (Salimans & Ho 2022) or epsilon; "
+    num_train_timesteps: int = option(1000, "T, the number of noising steps", fixed=True)
+    beta_start: float = option(1e-4, "beta_1 of the linear schedule", fixed=True)
+    beta_end: float = option(0.02, "beta_T of the linear schedule", fixed=True)
+    beta_schedule: str = option("linear", "linear or cosine", fixed=True)
+    prediction_type: str = option("v", "what the UNet predicts: v (Salimans & Ho 2022) or epsilon; "
                                     "latents cannot be clipped like pixels, and x0 from an "
                                     "epsilon model amplifies its errors by sqrt((1-a)/a) at high "
                                     "noise (x157 at t = T-1), so v is the default here", fixed=True)
     # optimisation
-    steps: int = opt(40_000, "optimizer steps in total")
-    batch_size: int = opt(128, "latents per step (summed over processes under torchrun)")
-    lr: float = opt(2e-4, "AdamW learning rate after warm-up")
-    warmup_steps: int = opt(1000, "linear learning-rate warm-up")
-    min_snr_gamma: float = opt(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023 use 5); "
+    steps: int = option(40_000, "optimizer steps in total")
+    batch_size: int = option(128, "latents per step (summed over processes under torchrun)")
+    lr: float = option(2e-4, "AdamW learning rate after warm-up")
+    warmup_steps: int = option(1000, "linear learning-rate warm-up")
+    min_snr_gamma: float = option(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023 use 5); "
                                     "0: the plain mean squared error")
-    lr_schedule: str = opt("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
+    lr_schedule: str = option("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
                            choices=LR_SCHEDULES)
-    grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)")
-    ema_decay: float = opt(0.9995, "decay of the weights' moving average used for sampling")
-    precision: str = opt("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)")
+    ema_decay: float = option(0.9995, "decay of the weights' moving average used for sampling")
+    precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
                                  "bf16 or fp16 (CUDA only, with loss scaling)",
                          choices=PRECISION_CHOICES)
-    compile: bool = opt(False, "torch.compile the model: faster steps after a first step that "
+    compile: bool = option(False, "torch.compile the model: faster steps after a first step that "
                                "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping
-    out: str = opt("runs/ldm", "output folder")
-    log_every: int = opt(50, "steps between metric lines")
-    sample_every: int = opt(2000, "steps between validation grids (0 = only at the end)")
-    ckpt_every: int = opt(2000, "steps between checkpoints")
-    sample_seeds: int = opt(4, "images per validation prompt in the grids")
-    sample_steps: int = opt(50, "DDIM steps for the validation grids")
-    guidance: float = opt(3.0, "classifier-free guidance scale of the validation grids")
-    seed: int = opt(0, "random seed")
-    device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
-    resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
-    overwrite: bool = opt(False, "start over in an --out that holds a run: delete its checkpoint, "
+    out: str = option("runs/ldm", "output folder")
+    log_every: int = option(50, "steps between metric lines")
+    sample_every: int = option(2000, "steps between validation grids (0 = only at the end)")
+    ckpt_every: int = option(2000, "steps between checkpoints")
+    sample_seeds: int = option(4, "images per validation prompt in the grids")
+    sample_steps: int = option(50, "DDIM steps for the validation grids")
+    guidance: float = option(3.0, "classifier-free guidance scale of the validation grids")
+    seed: int = option(0, "random seed")
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    resume: bool = option(False, "continue from OUT/checkpoint.pt exactly where it stopped")
+    overwrite: bool = option(False, "start over in an --out that holds a run: delete its checkpoint, "
                                  "metrics and images first (without it, such an --out is refused)")
 
 
@@ -143,7 +141,7 @@ def main():
     cfg = parse_config(Config, presets=PRESETS, description=__doc__.split("\n\n")[0])
     check_config(cfg)
     run = start_run(cfg)
-    info, device = run.info, run.device
+    ranks, device = run.ranks, run.device
 
     # ---- Inputs: the latent cache [P12] and the frozen text encoder [P14] --------------------
     try:
@@ -153,7 +151,7 @@ def main():
     train = load_latents(cfg.vae, "train", scale_factor)
     latent_shape = tuple(train["mean"].shape[1:])                    # (C, h, w)
     require_valid(unet_problems(dataclasses.asdict(cfg), resolution=latent_shape[-1]))
-    text, text_state = None, None
+    text, stored_text = None, None
     if cfg.clip:
         try:
             clip = load_clip(cfg.clip, device)
@@ -163,16 +161,13 @@ def main():
             run.print(f"note: {cfg.clip} was trained on the latents of another autoencoder; its "
                       "text encoder is used as it is")
         text = TextConditioner(clip.clip.text_encoder, clip.tokenizer)
-        text_state = {"text_encoder": clip.clip.text_encoder.state_dict(),
-                      "tokenizer": clip.tokenizer.state_dict(),
-                      "text_config": {k: clip.config[k]
-                                      for k in ("text_width", "text_layers", "text_heads")}}
+        stored_text = text_state(clip)  # the text side, stored in every checkpoint
         text(VALIDATION_PROMPTS, device)  # names any word of the grids' prompts it does not know
         if train["attributes"] is None and train["texts"] is None:
             raise ConfigError("the latent cache has neither attributes nor captions: train an "
                               "unconditional model with --clip ''")
-    sampler = BatchSampler(len(train["mean"]), cfg.batch_size, cfg.seed, info.rank,
-                           info.world_size)
+    batch_order = BatchOrder(len(train["mean"]), cfg.batch_size, cfg.seed, ranks.rank,
+                           ranks.world_size)
     run.print(f"data: {train['data']}, {len(train['mean'])} latents "
               f"{'x'.join(map(str, latent_shape))} (scale factor {scale_factor:.4f}); "
               + (f"text: {cfg.clip}, {len(text.tokenizer)} words" if text else "unconditional"))
@@ -185,22 +180,22 @@ def main():
     # no x0 clipping: latents are not bounded to [-1, 1] the way pixels are
     scheduler = DDPMScheduler.from_config(config, clip_sample=False).to(device)
     optimizer = make_adam(torch.optim.AdamW, model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    scaler = make_grad_scaler(device, cfg.precision)
+    scaler = run.grad_scaler()
     ema = EMA(model, cfg.ema_decay)
-    state = resume_state(run, kind="ldm")  # None unless --resume
+    state = run.resume("ldm", check=checkpoint_problem)  # None unless --resume
     if state:
         load_weights(model, state["model"], f"--resume {run.checkpoint_path}")
         ema.load_state_dict(state["ema"])
         load_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-    start_step = start_noise(run, state)
-    train_model = maybe_compile(wrap_ddp(model, device, info), cfg.compile, device)
+    start_step = run.seed_or_restore(state)
+    train_model = run.wrap(model)
     run.print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
               + (f", cross-attention to {context_dim}-wide text tokens" if text else ""))
 
-    sample_scheduler = DDIMScheduler.from_ddpm(scheduler)
-    sample_scheduler.set_timesteps(cfg.sample_steps)
-    pipe = TextToImage(ema.model, vae.to(device), text, scale_factor, latent_shape)
+    sample_scheduler, _ = make_sampler(scheduler, "ddim", cfg.sample_steps)  # eta 0
+    pipe = Pipeline(ema.model, latent_shape, vae=vae.to(device), text=text,
+                    scale_factor=scale_factor)
 
     def validation_grid(step: int) -> None:
         """Each validation prompt in a column, seed j in row j (as `sample.py --seed j` makes it);
@@ -208,27 +203,27 @@ def main():
         prompts = VALIDATION_PROMPTS if text else [""]
         jobs = [(p, seed) for seed in range(cfg.sample_seeds) for p in prompts]
         images = generate(pipe, [p for p, _ in jobs], [s for _, s in jobs], cfg.guidance,
-                          sample_scheduler)
+                          sample_scheduler).images
         save_grid(images, run.out / "samples" / f"step_{step:06d}.png", nrow=len(prompts))
         if step == cfg.steps or not (run.out / "samples" / "prompts.txt").exists():
             (run.out / "samples" / "prompts.txt").write_text(
                 "".join(f"column {i}: {p or '(unconditional)'}\n" for i, p in enumerate(prompts)))
 
     # ---- Train -------------------------------------------------------------------------------
-    logger = MetricLogger(run.out, start_step, info.is_main, cfg.batch_size, "latents_per_s")
+    logger = MetricLogger(run.out, start_step, ranks.is_main, cfg.batch_size, "latents_per_s")
     stop = StopFlag()
-    clock = CompileClock(device) if cfg.compile else None
+    clock = run.compile_clock()
     model.train()
     for step in (progress := run.progress(start_step, "train ldm")):
         logger.input.start()
         # [P12] 1. latents z ~ q(z | x) from the cache, scaled to unit variance
-        indices = sampler(step)
-        z0 = sample_latents(train, indices, scale_factor).to(device)  # (B, C, h, w)
+        indices = batch_order(step)
+        z0 = draw_latents(train, indices, scale_factor).to(device)  # (B, C, h, w)
         # [P16] 2. a fresh caption per latent, the empty prompt with probability cond_drop
         context, context_mask = None, None
         if text:
             captions = captions_for(train["attribute_names"], train["attributes"], train["texts"],
-                                    indices.tolist(), step_rng(cfg.seed, step, info.rank))
+                                    indices.tolist(), step_rng(cfg.seed, step, ranks.rank))
             drop = torch.rand(len(captions)) < cfg.cond_drop
             captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
             context, context_mask = text(captions, device, warn_unknown=False)  # (B, L, D), (B, L)
@@ -237,7 +232,7 @@ def main():
         t = torch.randint(0, cfg.num_train_timesteps, (z0.shape[0],), device=device)
         noise = torch.randn_like(z0)
         z_t = scheduler.add_noise(z0, noise, t)
-        with autocast(device, cfg.precision):
+        with run.autocast():
             prediction = train_model(z_t, t, context, context_mask)
         loss = scheduler.training_loss(prediction, z0, noise, t, cfg.min_snr_gamma)
         lr = scheduled_lr(cfg.lr_schedule, step, cfg.lr, cfg.warmup_steps, cfg.steps)
@@ -246,12 +241,12 @@ def main():
         grad_norm = optimizer_step(optimizer, scaler, model.parameters(), cfg.grad_clip)
         ema.update(model)
         logger.add(loss=loss)
-        if clock and (line := clock.tick()) and info.is_main:
+        if clock and (line := clock.tick()) and ranks.is_main:
             progress.write(line)
 
         # ---- Bookkeeping: log, checkpoint, validation grid, stop -------------------------------
         done = step + 1
-        stopping = any_rank(stop.requested, info)
+        stopping = run.any_rank(stop.requested)
         saving = due(done, cfg.ckpt_every) or done == cfg.steps or stopping
         if due(done, cfg.log_every) or saving:
             means = logger.write(done, lr=lr, grad_norm=grad_norm.item())
@@ -262,16 +257,18 @@ def main():
                      # everything sampling needs, so that sample.py reads this file alone
                      vae=vae.state_dict(), vae_config=vae_config, scale_factor=scale_factor,
                      latent_shape=list(latent_shape), attribute_names=train["attribute_names"],
-                     **(text_state or {"text_encoder": None, "tokenizer": None,
-                                       "text_config": None}))
+                     **(stored_text or {"text_encoder": None, "tokenizer": None,
+                                        "text_config": None}))
             logger.plot()
-        if info.is_main and (due(done, cfg.sample_every) or done == cfg.steps):
+        if ranks.is_main and (due(done, cfg.sample_every) or done == cfg.steps):
             validation_grid(done)
         if stopping:
             run.print(f"stopped at step {done}; continue with the same command and --resume")
             break
     progress.close()
-    finish_run(run, model, stop)
+    run.finish(model)
+    if stop.requested:
+        return stop.exit_status  # 128 + the signal's number (130 after Ctrl-C, 143 SIGTERM)
     run.print(f"done: {run.checkpoint_path} (self-contained: sample with `python sample.py "
               f"--ckpt {run.checkpoint_path} --prompt \"...\"`), grids in {run.out}/samples, "
               f"curves in {run.out}/loss.png")

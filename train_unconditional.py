@@ -20,81 +20,80 @@ from dataclasses import dataclass
 
 import torch
 
+from common.checkpoints import load_weights
+from common.config import option, parse_config, range_problems, require_valid
+from common.device import PRECISION_CHOICES
+from common.errors import main_guard, require, require_positive
+from common.images import save_grid
+from common.randomness import seed_everything
 from data import load_dataset
 from data.augment import augment
-from diffusion import DDIMScheduler, DDPMScheduler, sample
-from models.unet import build_unet
-from training.batches import BatchSampler
-from training.checks import range_problems, require_valid, schedule_problems, unet_problems
-from training.checkpoints import load_weights
-from training.config import opt, parse_config
-from training.device import PRECISION_CHOICES, autocast, make_grad_scaler
-from training.distributed import any_rank, main_process_first, wrap_ddp
+from diffusion import DDPMScheduler, make_sampler
+from diffusion.pipeline import Pipeline, checkpoint_problem, generate
+from diffusion.schedule import schedule_problems
+from models.unet import build_unet, unet_problems
+from training.batches import BatchOrder
 from training.ema import EMA
-from training.errors import main_guard, require, require_positive
 from training.logger import MetricLogger
 from training.optim import (LR_SCHEDULES, load_optimizer_state, make_adam, optimizer_step,
                             scheduled_lr, set_lr)
-from training.plots import save_grid
-from training.randomness import seed_everything
-from training.run import StopFlag, due, finish_run, resume_state, start_noise, start_run
-from training.speed import CompileClock, maybe_compile
+from training.run import StopFlag, due, start_run
 
 
 @dataclass
 class Config:
     # data
-    data: str = opt("synthetic", "'synthetic' (embedded faces, made on first use), 'synthetic:N', "
+    data: str = option("synthetic", "'synthetic' (embedded faces, made on first use), 'synthetic:N', "
                                  "a CelebA folder, or an image folder")
-    cache_dir: str = opt("cache", "where decoded images and the synthetic dataset are kept")
-    image_size: int = opt(32, "training resolution in pixels (the video uses 32x32x3)", fixed=True)
-    augment: bool = opt(True, "random flip, small rotation, brightness and contrast [P6]")
+    cache_dir: str = option("cache", "where decoded images and the synthetic dataset are kept")
+    image_size: int = option(32, "training resolution in pixels (the video uses 32x32x3)", fixed=True)
+    augment: bool = option(True, "random flip, small rotation, brightness and contrast [P6]")
     # model [P5]
-    base_channels: int = opt(96, "channels of the UNet's first level", fixed=True)
-    channel_mult: tuple = opt((1, 2, 2, 2), "channel multiplier per level (one level per entry)",
+    base_channels: int = option(96, "channels of the UNet's first level", fixed=True)
+    channel_mult: tuple = option((1, 2, 2, 2), "channel multiplier per level (one level per entry)",
                               fixed=True)
-    num_res_blocks: int = opt(2, "residual blocks per level", fixed=True)
-    attention_levels: tuple = opt((1, 2), "level indices (0 = full resolution) with self-attention",
+    num_res_blocks: int = option(2, "residual blocks per level", fixed=True)
+    attention_levels: tuple = option((1, 2), "level indices (0 = full resolution) with self-attention",
                                   fixed=True)
-    dropout: float = opt(0.1, "dropout inside the residual blocks")
+    dropout: float = option(0.1, "dropout inside the residual blocks")
     # diffusion [P2] [P3] [P4]
-    num_train_timesteps: int = opt(1000, "T, the number of noising steps", fixed=True)
-    beta_start: float = opt(1e-4, "beta_1 of the linear schedule (DDPM)", fixed=True)
-    beta_end: float = opt(0.02, "beta_T of the linear schedule (DDPM)", fixed=True)
-    beta_schedule: str = opt("linear", "linear (DDPM, the video) or cosine (Nichol & Dhariwal)",
+    num_train_timesteps: int = option(1000, "T, the number of noising steps", fixed=True)
+    beta_start: float = option(1e-4, "beta_1 of the linear schedule (DDPM)", fixed=True)
+    beta_end: float = option(0.02, "beta_T of the linear schedule (DDPM)", fixed=True)
+    beta_schedule: str = option("linear", "linear (DDPM, the video) or cosine (Nichol & Dhariwal)",
                              fixed=True)
-    prediction_type: str = opt("epsilon", "what the UNet predicts: epsilon (the video) or v",
+    prediction_type: str = option("epsilon", "what the UNet predicts: epsilon (the video) or v",
                                fixed=True)
     # optimisation
-    steps: int = opt(30_000, "optimizer steps in total")
-    batch_size: int = opt(128, "images per step (summed over processes under torchrun)")
-    lr: float = opt(2e-4, "Adam learning rate after warm-up (DDPM used 2e-4)")
-    warmup_steps: int = opt(1000, "linear learning-rate warm-up")
-    min_snr_gamma: float = opt(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023 use 5); "
+    steps: int = option(30_000, "optimizer steps in total")
+    batch_size: int = option(128, "images per step (summed over processes under torchrun)")
+    lr: float = option(2e-4, "Adam learning rate after warm-up (DDPM used 2e-4)")
+    warmup_steps: int = option(1000, "linear learning-rate warm-up")
+    min_snr_gamma: float = option(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023 use 5); "
                                     "0: the plain mean squared error")
-    lr_schedule: str = opt("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
+    lr_schedule: str = option("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
                            choices=LR_SCHEDULES)
-    grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)")
-    ema_decay: float = opt(0.9995, "decay of the weights' moving average used for sampling")
-    precision: str = opt("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)")
+    ema_decay: float = option(0.9995, "decay of the weights' moving average used for sampling")
+    precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
                                  "bf16 or fp16 (CUDA only, with loss scaling)",
                          choices=PRECISION_CHOICES)
-    compile: bool = opt(False, "torch.compile the model: faster steps after a first step that "
+    compile: bool = option(False, "torch.compile the model: faster steps after a first step that "
                                "compiles (its time is printed); needs a C++ compiler on the CPU")
-    channels_last: bool = opt(True, "NHWC memory layout (faster convolutions on most devices)")
+    channels_last: bool = option(True, "NHWC memory layout (faster convolutions on most devices)")
     # bookkeeping
-    out: str = opt("runs/unconditional", "output folder")
-    log_every: int = opt(50, "steps between metric lines")
-    sample_every: int = opt(2000, "steps between sample grids (0 = only at the end)")
-    ckpt_every: int = opt(2000, "steps between checkpoints")
-    num_samples: int = opt(64, "images in each sample grid")
-    sample_steps: int = opt(50, "DDIM steps for the sample grids")
-    sample_eta: float = opt(0.0, "DDIM noise for the sample grids: 0 deterministic, 1 DDPM-like "
+    out: str = option("runs/unconditional", "output folder")
+    log_every: int = option(50, "steps between metric lines")
+    sample_every: int = option(2000, "steps between sample grids (0 = only at the end)")
+    ckpt_every: int = option(2000, "steps between checkpoints")
+    num_samples: int = option(64, "images in each sample grid")
+    sample_steps: int = option(50, "DDIM steps for the sample grids")
+    sample_eta: float = option(0.0, "DDIM noise for the sample grids: 0 deterministic, 1 DDPM-like "
                                  "(1 hides the grain a briefly trained model leaves)")
-    seed: int = opt(0, "random seed")
-    device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
-    resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
-    overwrite: bool = opt(False, "start over in an --out that holds a run: delete its checkpoint, "
+    seed: int = option(0, "random seed")
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    resume: bool = option(False, "continue from OUT/checkpoint.pt exactly where it stopped")
+    overwrite: bool = option(False, "start over in an --out that holds a run: delete its checkpoint, "
                                  "metrics and images first (without it, such an --out is refused)")
 
 
@@ -130,14 +129,14 @@ def main():
     cfg = parse_config(Config, presets=PRESETS, description=__doc__.split("\n\n")[0])
     check_config(cfg)
     run = start_run(cfg)
-    info, device = run.info, run.device
+    ranks, device = run.ranks, run.device
 
     # ---- Data --------------------------------------------------------------------------------
-    with main_process_first(info):  # rank 0 generates / decodes the data once
+    with run.main_process_first():  # rank 0 generates / decodes the data once
         dataset = load_dataset(cfg.data, cfg.image_size, split="train", cache_dir=cfg.cache_dir)
-    sampler = BatchSampler(len(dataset), cfg.batch_size, cfg.seed, info.rank, info.world_size)
+    batch_order = BatchOrder(len(dataset), cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     run.print(f"data: {dataset.name}, {len(dataset)} training images at {cfg.image_size}x"
-              f"{cfg.image_size}, {sampler.steps_per_epoch} steps per epoch")
+              f"{cfg.image_size}, {batch_order.steps_per_epoch} steps per epoch")
 
     # ---- Model, schedule, optimizer ----------------------------------------------------------
     seed_everything(cfg.seed)  # the same initial weights on every rank
@@ -146,39 +145,39 @@ def main():
     model = build_unet(config, in_channels=3).to(device, memory_format=memory_format)
     scheduler = DDPMScheduler.from_config(config, clip_sample=True).to(device)
     optimizer = make_adam(torch.optim.Adam, model.parameters(), lr=cfg.lr)
-    scaler = make_grad_scaler(device, cfg.precision)
+    scaler = run.grad_scaler()
     ema = EMA(model, cfg.ema_decay)
-    state = resume_state(run, kind="ddpm")  # None unless --resume
+    state = run.resume("ddpm", check=checkpoint_problem)  # None unless --resume
     if state:
         load_weights(model, state["model"], f"--resume {run.checkpoint_path}")
         ema.load_state_dict(state["ema"])
         load_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-    start_step = start_noise(run, state)
-    train_model = maybe_compile(wrap_ddp(model, device, info), cfg.compile, device)
+    start_step = run.seed_or_restore(state)
+    train_model = run.wrap(model)
     run.print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
-    # Sample grids use their own generator, so drawing them does not change the training noise.
-    sample_scheduler = DDIMScheduler.from_ddpm(scheduler)
-    sample_scheduler.set_timesteps(cfg.sample_steps)
+    # Sample grids use their own generators, so drawing them does not change the training noise.
+    sample_scheduler, eta = make_sampler(scheduler, "ddim", cfg.sample_steps, eta=cfg.sample_eta)
+    pipe = Pipeline(ema.model, (3, cfg.image_size, cfg.image_size))  # pixels: no autoencoder
 
     def sample_grid(step: int) -> None:
-        generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: same noise everywhere
-        x_T = torch.randn(cfg.num_samples, 3, cfg.image_size, cfg.image_size,
-                          generator=generator).to(device)
-        images = sample(lambda x_t, t: ema.model(x_t, t), sample_scheduler, x_T,
-                        eta=cfg.sample_eta, generator=generator, progress=False)
+        """Image j from seed j, with the EMA weights, as `sample.py --seed 0 --sampler ddim
+        --steps SAMPLE_STEPS --eta SAMPLE_ETA` draws it from the checkpoint."""
+        seeds = list(range(cfg.num_samples))
+        images = generate(pipe, [""] * len(seeds), seeds, 1.0, sample_scheduler, eta=eta,
+                          generator=torch.Generator().manual_seed(0)).images
         save_grid(images, run.out / "samples" / f"step_{step:06d}.png")
 
     # ---- Train -------------------------------------------------------------------------------
-    logger = MetricLogger(run.out, start_step, info.is_main, cfg.batch_size, "images_per_s")
+    logger = MetricLogger(run.out, start_step, ranks.is_main, cfg.batch_size, "images_per_s")
     stop = StopFlag()
-    clock = CompileClock(device) if cfg.compile else None
+    clock = run.compile_clock()
     model.train()
     for step in (progress := run.progress(start_step, "train")):
         logger.input.start()
         # [P6] 1. a batch of 32x32x3 images in [-1, 1], augmented as in the video
-        x0 = dataset.batch(sampler(step), device)["image"]  # (B, 3, H, W)
+        x0 = dataset.batch(batch_order(step), device)["image"]  # (B, 3, H, W)
         if cfg.augment:
             x0 = augment(x0)
         x0 = x0.contiguous(memory_format=memory_format)
@@ -189,7 +188,7 @@ def main():
         # [P3] 3. jump to step t in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
         x_t = scheduler.add_noise(x0, noise, t)
         # [P6] 4. the UNet predicts the noise (or v); DDPM Algorithm 1: || eps - eps_theta(x_t, t) ||^2
-        with autocast(device, cfg.precision):
+        with run.autocast():
             prediction = train_model(x_t, t)
         loss = scheduler.training_loss(prediction, x0, noise, t, cfg.min_snr_gamma)
         # 5. backward, and one optimizer step with the learning rate warmed up linearly
@@ -199,12 +198,12 @@ def main():
         grad_norm = optimizer_step(optimizer, scaler, model.parameters(), cfg.grad_clip)
         ema.update(model)
         logger.add(loss=loss)
-        if clock and (line := clock.tick()) and info.is_main:
+        if clock and (line := clock.tick()) and ranks.is_main:
             progress.write(line)
 
         # ---- Bookkeeping: log, checkpoint, sample grid, stop -----------------------------------
         done = step + 1
-        stopping = any_rank(stop.requested, info)
+        stopping = run.any_rank(stop.requested)
         saving = due(done, cfg.ckpt_every) or done == cfg.steps or stopping
         if due(done, cfg.log_every) or saving:
             means = logger.write(done, lr=lr, grad_norm=grad_norm.item())
@@ -213,13 +212,15 @@ def main():
             run.save(done, "ddpm", model=model.state_dict(), ema=ema.state_dict(),
                      optimizer=optimizer.state_dict(), scaler=scaler.state_dict())
             logger.plot()
-        if info.is_main and (due(done, cfg.sample_every) or done == cfg.steps):
+        if ranks.is_main and (due(done, cfg.sample_every) or done == cfg.steps):
             sample_grid(done)
         if stopping:
             run.print(f"stopped at step {done}; continue with the same command and --resume")
             break
     progress.close()
-    finish_run(run, model, stop)
+    run.finish(model)
+    if stop.requested:
+        return stop.exit_status  # 128 + the signal's number (130 after Ctrl-C, 143 SIGTERM)
     run.print(f"done: {run.out}/checkpoint.pt, samples in {run.out}/samples, curves in "
               f"{run.out}/loss.png")
 

@@ -25,81 +25,79 @@ from dataclasses import dataclass
 
 import torch
 
+from common.checkpoints import load_weights
+from common.config import option, parse_config, range_problems, require_valid
+from common.device import PRECISION_CHOICES
+from common.errors import ConfigError, main_guard, require, require_positive
+from common.images import save_grid
+from common.randomness import seed_everything
 from data import load_dataset
 from data.augment import augment
 from data.latents import encode_dataset
-from models.discriminator import PatchDiscriminator
+from models.discriminator import PatchDiscriminator, discriminator_problems
 from models.losses import (adaptive_gan_weight, generator_loss, hinge_d_loss, kl_loss,
                            kl_weight_note, reconstruction_loss)
 from models.metrics import psnr, ssim
 from models.perceptual import build_perceptual_loss
-from models.vae import build_vae
-from training.batches import BatchSampler
-from training.checks import discriminator_problems, range_problems, require_valid, widths_problems
-from training.checkpoints import load_weights
-from training.config import opt, parse_config
-from training.device import PRECISION_CHOICES, autocast, make_grad_scaler
-from training.distributed import any_rank, main_process_first, wrap_ddp
-from training.errors import ConfigError, main_guard, require, require_positive
+from models.unet import widths_problems
+from models.vae import build_vae, vae_checkpoint_problem
+from training.batches import BatchOrder
 from training.logger import MetricLogger
 from training.optim import (LR_SCHEDULES, load_optimizer_state, make_adam, optimizer_step,
                             scheduled_lr, set_lr)
-from training.plots import save_grid
-from training.randomness import seed_everything
-from training.run import StopFlag, due, finish_run, resume_state, start_noise, start_run
-from training.speed import CompileClock, maybe_compile
+from training.run import StopFlag, due, start_run
 
 
 @dataclass
 class Config:
     # data
-    data: str = opt("synthetic", "'synthetic', 'synthetic:N', a CelebA folder, or an image folder")
-    cache_dir: str = opt("cache", "where decoded images and the synthetic dataset are kept")
-    image_size: int = opt(128, "training resolution (the video: 128x128 images, 32x32 latents)",
+    data: str = option("synthetic", "'synthetic', 'synthetic:N', a CelebA folder, or an image folder")
+    cache_dir: str = option("cache", "where decoded images and the synthetic dataset are kept")
+    image_size: int = option(128, "training resolution (the video: 128x128 images, 32x32 latents)",
                           fixed=True)
-    augment: bool = opt(True, "random flip, small rotation, brightness and contrast")
+    augment: bool = option(True, "random flip, small rotation, brightness and contrast")
     # model [P10]
-    base_channels: int = opt(64, "channels of the first level (GroupNorm: multiples of 32)",
+    base_channels: int = option(64, "channels of the first level (GroupNorm: multiples of 32)",
                              fixed=True)
-    channel_mult: tuple = opt((1, 2, 4), "multiplier per level; downsampling factor 2^(levels-1)",
+    channel_mult: tuple = option((1, 2, 4), "multiplier per level; downsampling factor 2^(levels-1)",
                               fixed=True)
-    num_res_blocks: int = opt(2, "residual blocks per level", fixed=True)
-    latent_channels: int = opt(3, "channels of the latent (3, as in the video)", fixed=True)
-    attention: bool = opt(True, "self-attention in the middle blocks", fixed=True)
+    num_res_blocks: int = option(2, "residual blocks per level", fixed=True)
+    latent_channels: int = option(3, "channels of the latent (3, as in the video)", fixed=True)
+    attention: bool = option(True, "self-attention in the middle blocks", fixed=True)
     # losses [P11]; every term is a MEAN over its elements and the batch (models/losses.py)
-    perceptual: str = opt("vgg", "vgg (ImageNet weights if found, else fixed random ones) or none")
-    vgg_weights: str = opt("", "a torchvision vgg16 state-dict file (optional)")
-    perceptual_weight: float = opt(1.0, "w_p, weight of the perceptual loss")
-    kl_weight: float = opt(1e-6, "w_kl on the per-element MEAN KL (the video: very small); "
+    perceptual: str = option("vgg", "vgg (ImageNet weights if found, else fixed random ones) or none")
+    vgg_weights: str = option("", "a torchvision vgg16 state-dict file (optional)")
+    perceptual_weight: float = option(1.0, "w_p, weight of the perceptual loss")
+    kl_weight: float = option(1e-6, "w_kl on the per-element MEAN KL (the video: very small); "
                                  "= 1.6e-5 in LDM's per-image-sum units at f=4, C=3")
-    disc_start: int = opt(5000, "step at which the discriminator and its loss switch on")
-    disc_weight: float = opt(0.5, "w_gan, on top of the adaptive weight lambda (LDM: 0.5)")
-    disc_channels: int = opt(64, "width of the PatchGAN's first layer", fixed=True)
-    disc_layers: int = opt(3, "stride-2 layers of the PatchGAN", fixed=True)
+    disc_start: int = option(5000, "step at which the discriminator and its loss switch on")
+    disc_weight: float = option(0.5, "w_gan, on top of the adaptive weight lambda (LDM: 0.5)")
+    disc_channels: int = option(64, "width of the PatchGAN's first layer", fixed=True)
+    disc_layers: int = option(3, "stride-2 layers of the PatchGAN", fixed=True)
     # optimisation
-    steps: int = opt(30_000, "optimizer steps in total")
-    batch_size: int = opt(16, "images per step (summed over processes under torchrun)")
-    lr: float = opt(1e-4, "Adam learning rate of both optimizers, betas (0.5, 0.9) as in LDM")
-    warmup_steps: int = opt(500, "linear learning-rate warm-up")
-    lr_schedule: str = opt("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
+    steps: int = option(30_000, "optimizer steps in total")
+    batch_size: int = option(16, "images per step (summed over processes under torchrun)")
+    lr: float = option(1e-4, "Adam learning rate of both optimizers, betas (0.5, 0.9) as in LDM")
+    warmup_steps: int = option(500, "linear learning-rate warm-up")
+    lr_schedule: str = option("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
                            choices=LR_SCHEDULES)
-    precision: str = opt("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
+    precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
                                  "bf16 or fp16 (CUDA only)",
                          choices=PRECISION_CHOICES)
-    compile: bool = opt(False, "torch.compile the autoencoder: faster steps after a first step that "
+    compile: bool = option(False, "torch.compile the autoencoder: faster steps after a first step that "
                                "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping
-    out: str = opt("runs/vae", "output folder")
-    log_every: int = opt(50, "steps between metric lines")
-    eval_every: int = opt(2000, "steps between held-out PSNR / SSIM and a reconstruction grid")
-    eval_images: int = opt(256, "held-out images for PSNR and SSIM")
-    ckpt_every: int = opt(2000, "steps between checkpoints")
-    scale_images: int = opt(1024, "training images whose latents set the scale factor")
-    encode_latents: bool = opt(True, "at the end, encode train and val into OUT/latents_*.pt")
-    seed: int = opt(0, "random seed")
-    device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
-    resume: bool = opt(False, "continue from OUT/checkpoint.pt exactly where it stopped")
-    overwrite: bool = opt(False, "start over in an --out that holds a run: delete its checkpoint, "
+    out: str = option("runs/vae", "output folder")
+    log_every: int = option(50, "steps between metric lines")
+    eval_every: int = option(2000, "steps between held-out PSNR / SSIM and a reconstruction grid")
+    eval_images: int = option(256, "held-out images for PSNR and SSIM")
+    ckpt_every: int = option(2000, "steps between checkpoints")
+    scale_images: int = option(1024, "training images whose latents set the scale factor")
+    encode_latents: bool = option(True, "at the end, encode train and val into OUT/latents_*.pt")
+    seed: int = option(0, "random seed")
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    resume: bool = option(False, "continue from OUT/checkpoint.pt exactly where it stopped")
+    overwrite: bool = option(False, "start over in an --out that holds a run: delete its checkpoint, "
                                  "metrics and images first (without it, such an --out is refused)")
 
 
@@ -131,14 +129,15 @@ def check_config(cfg: Config) -> None:
 
 
 @torch.no_grad()
-def evaluate(vae, dataset, cfg, device) -> tuple[dict, torch.Tensor]:
+def evaluate(vae, dataset, run) -> tuple[dict, torch.Tensor]:
     """Held-out PSNR and SSIM of mode reconstructions, and a grid of 8 inputs above 8 outputs."""
+    cfg, device = run.cfg, run.device
     vae.eval()
     scores, first = {"psnr": [], "ssim": []}, None
     count = min(cfg.eval_images, len(dataset))
     for start in range(0, count, cfg.batch_size):
         x = dataset.batch(torch.arange(start, min(start + cfg.batch_size, count)), device)["image"]
-        with autocast(device, cfg.precision):
+        with run.autocast():
             x_rec, _ = vae(x, sample_posterior=False)
         x_rec = x_rec.float().clamp(-1, 1)
         scores["psnr"].append(psnr(x, x_rec))
@@ -171,13 +170,13 @@ def main():
     cfg = parse_config(Config, presets=PRESETS, description=__doc__.split("\n\n")[0])
     check_config(cfg)
     run = start_run(cfg)
-    info, device = run.info, run.device
+    ranks, device = run.ranks, run.device
 
     # ---- Data --------------------------------------------------------------------------------
-    with main_process_first(info):
+    with run.main_process_first():
         dataset = load_dataset(cfg.data, cfg.image_size, split="train", cache_dir=cfg.cache_dir)
         held_out = load_dataset(cfg.data, cfg.image_size, split="val", cache_dir=cfg.cache_dir)
-    sampler = BatchSampler(len(dataset), cfg.batch_size, cfg.seed, info.rank, info.world_size)
+    batch_order = BatchOrder(len(dataset), cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     run.print(f"data: {dataset.name}, {len(dataset)} training and {len(held_out)} held-out images "
               f"at {cfg.image_size}x{cfg.image_size}")
 
@@ -187,10 +186,10 @@ def main():
     disc = PatchDiscriminator(base_channels=cfg.disc_channels, num_layers=cfg.disc_layers).to(device)
     perceptual = None
     if cfg.perceptual == "vgg":
-        with main_process_first(info):  # rank 0 may download; the others then read its cache
+        with run.main_process_first():  # rank 0 may download; the others then read its cache
             try:
                 perceptual, description = build_perceptual_loss(cfg.vgg_weights or None,
-                                                                allow_download=info.is_main)
+                                                                allow_download=ranks.is_main)
             except ValueError as error:  # a --vgg-weights file that is missing or not VGG16
                 raise ConfigError(str(error)) from None
         perceptual = perceptual.to(device)
@@ -203,44 +202,43 @@ def main():
               f"latents {cfg.latent_channels}x{cfg.image_size // vae.downsampling_factor}x"
               f"{cfg.image_size // vae.downsampling_factor}; discriminator "
               f"{sum(p.numel() for p in disc.parameters()) / 1e6:.2f}M")
-    opt_ae = make_adam(torch.optim.Adam, vae.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-    opt_d = make_adam(torch.optim.Adam, disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-    scaler_ae, scaler_d = make_grad_scaler(device, cfg.precision), make_grad_scaler(device, cfg.precision)
+    optimizer_ae = make_adam(torch.optim.Adam, vae.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    optimizer_d = make_adam(torch.optim.Adam, disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    scaler_ae, scaler_d = run.grad_scaler(), run.grad_scaler()
     scale_factor = None
-    state = resume_state(run, kind="vae")  # None unless --resume
+    state = run.resume("vae", check=vae_checkpoint_problem)  # None unless --resume
     if state:
         load_weights(vae, state["model"], f"--resume {run.checkpoint_path}")
         load_weights(disc, state["discriminator"], f"--resume {run.checkpoint_path}")
-        load_optimizer_state(opt_ae, state["optimizer"])
-        load_optimizer_state(opt_d, state["optimizer_discriminator"])
+        load_optimizer_state(optimizer_ae, state["optimizer"])
+        load_optimizer_state(optimizer_d, state["optimizer_discriminator"])
         if "scaler" in state:  # checkpoints written before fp16 loss scaling came to stage 2
             scaler_ae.load_state_dict(state["scaler"])
             scaler_d.load_state_dict(state["scaler_discriminator"])
         # A finished run resumed for more steps must measure its latents again at the end.
         scale_factor = state.get("scale_factor") if state["step"] >= cfg.steps else None
-    start_step = start_noise(run, state)
-    train_vae, train_disc = wrap_ddp(vae, device, info), wrap_ddp(disc, device, info)
-    train_vae = maybe_compile(train_vae, cfg.compile, device)
+    start_step = run.seed_or_restore(state)
+    train_vae, train_disc = run.wrap(vae), run.wrap(disc, compile=False)
 
     # ---- Train -------------------------------------------------------------------------------
-    logger = MetricLogger(run.out, start_step, info.is_main, cfg.batch_size, "images_per_s")
+    logger = MetricLogger(run.out, start_step, ranks.is_main, cfg.batch_size, "images_per_s")
     stop = StopFlag()
     zero = torch.zeros((), device=device)
-    clock = CompileClock(device) if cfg.compile else None
+    clock = run.compile_clock()
     for step in (progress := run.progress(start_step, "train vae")):
         logger.input.start()
-        x = dataset.batch(sampler(step), device)["image"]  # (B, 3, H, W) in [-1, 1]
+        x = dataset.batch(batch_order(step), device)["image"]  # (B, 3, H, W) in [-1, 1]
         if cfg.augment:
             x = augment(x)
         logger.input.stop()
         gan_on = step >= cfg.disc_start
         lr = scheduled_lr(cfg.lr_schedule, step, cfg.lr, cfg.warmup_steps, cfg.steps)
-        set_lr(opt_ae, lr)
-        set_lr(opt_d, lr)
+        set_lr(optimizer_ae, lr)
+        set_lr(optimizer_d, lr)
 
         # 1. autoencoder step: L1 + w_p perceptual + w_kl KL + lambda w_gan generator loss [P11]
         disc.requires_grad_(False)  # the generator loss trains the decoder, not D
-        with autocast(device, cfg.precision):
+        with run.autocast():
             x_rec, posterior = train_vae(x)  # decodes z ~ q(z | x), reparameterised
             l1 = reconstruction_loss(x, x_rec.float())
             p_loss = perceptual(x, x_rec.float()) if perceptual is not None else zero
@@ -250,34 +248,34 @@ def main():
         gan_weight = adaptive_gan_weight(nll, g_loss, vae.last_layer) if gan_on else zero
         loss_ae = nll + cfg.kl_weight * kl + gan_weight * cfg.disc_weight * g_loss
         scaler_ae.scale(loss_ae).backward()
-        optimizer_step(opt_ae, scaler_ae)
+        optimizer_step(optimizer_ae, scaler_ae)
 
         # 2. discriminator step: hinge loss on real images vs. detached reconstructions
         disc.requires_grad_(True)
         d_loss, logits_real, logits_fake = zero, zero, zero
         if gan_on:
-            with autocast(device, cfg.precision):
+            with run.autocast():
                 logits = train_disc(torch.cat([x, x_rec.detach()])).float()  # (2B, 1, h', w')
             logits_real, logits_fake = logits.chunk(2)
             d_loss = hinge_d_loss(logits_real, logits_fake)
             scaler_d.scale(d_loss).backward()
-            optimizer_step(opt_d, scaler_d)
+            optimizer_step(optimizer_d, scaler_d)
         logger.add(loss=loss_ae, l1=l1, perceptual=p_loss, kl=kl, g_loss=g_loss, d_loss=d_loss,
                    gan_weight=gan_weight, logits_real=logits_real.mean(),
                    logits_fake=logits_fake.mean())
-        if clock and (line := clock.tick()) and info.is_main:
+        if clock and (line := clock.tick()) and ranks.is_main:
             progress.write(line)
 
         # ---- Bookkeeping: log, evaluate, checkpoint, stop --------------------------------------
         done = step + 1
-        stopping = any_rank(stop.requested, info)
+        stopping = run.any_rank(stop.requested)
         saving = due(done, cfg.ckpt_every) or done == cfg.steps or stopping
         if due(done, cfg.log_every) or saving:
             means = logger.write(done, lr=lr)
             progress.set_postfix(l1=f"{means['l1']:.4f}", p=f"{means['perceptual']:.3f}",
                                  d=f"{means['d_loss']:.3f}")
-        if info.is_main and (due(done, cfg.eval_every) or done == cfg.steps):
-            scores, grid = evaluate(vae, held_out, cfg, device)
+        if ranks.is_main and (due(done, cfg.eval_every) or done == cfg.steps):
+            scores, grid = evaluate(vae, held_out, run)
             logger.log(done, val_psnr=scores["psnr"], val_ssim=scores["ssim"])
             save_grid(grid, run.out / "reconstructions" / f"step_{done:06d}.png", nrow=8)
             progress.write(f"step {done}: held-out PSNR {scores['psnr']:.2f} dB, "
@@ -286,7 +284,7 @@ def main():
             if done == cfg.steps:  # [P12] unit-variance latents for diffusion: z * scale_factor
                 scale_factor = 1.0 / latent_std(vae, dataset, cfg, device)
             run.save(done, "vae", model=vae.state_dict(), discriminator=disc.state_dict(),
-                     optimizer=opt_ae.state_dict(), optimizer_discriminator=opt_d.state_dict(),
+                     optimizer=optimizer_ae.state_dict(), optimizer_discriminator=optimizer_d.state_dict(),
                      scaler=scaler_ae.state_dict(), scaler_discriminator=scaler_d.state_dict(),
                      scale_factor=scale_factor)
             logger.plot()
@@ -296,7 +294,7 @@ def main():
     progress.close()
 
     # ---- Latent cache for the diffusion stage ------------------------------------------------
-    if info.is_main and scale_factor is not None:  # finished
+    if ranks.is_main and scale_factor is not None:  # finished
         print(f"latent std {1 / scale_factor:.4f} -> scale_factor {scale_factor:.4f} (in the checkpoint)")
         if cfg.encode_latents:
             for split, data in (("train", dataset), ("val", held_out)):
@@ -306,7 +304,8 @@ def main():
             print(f"latents cached in {run.out}/latents_train.pt and latents_val.pt")
         print(f"done: {run.checkpoint_path}, reconstructions in {run.out}/reconstructions, "
               f"curves in {run.out}/loss.png")
-    finish_run(run, stop=stop)
+    run.finish()
+    return stop.exit_status  # 128 + the signal's number after Ctrl-C or SIGTERM, else 0
 
 
 if __name__ == "__main__":

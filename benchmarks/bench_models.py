@@ -25,15 +25,29 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import (CONTEXT, MAX_LENGTH, REAL_TOKENS, VOCABULARY,  # noqa: E402
-                               compiled_twin, config_of, conv_reference, count_gflop, latent_side,
-                               machine, matmul_reference, paired_seconds, peak_memory_mb,
-                               text_unet_case, text_unet_step)
+from benchmarks.common import (  # noqa: E402
+    CONTEXT,
+    MAX_LENGTH,
+    REAL_TOKENS,
+    VOCABULARY,
+    compiled_twin,
+    config_of,
+    conv_reference,
+    count_gflop,
+    latent_side,
+    machine,
+    matmul_reference,
+    paired_seconds,
+    peak_memory_mb,
+    text_unet_case,
+    text_unet_step,
+)
+from common.device import autocast, pick_device
 from models.clip import build_clip, clip_loss  # noqa: E402
 from models.tokenizer import Tokenizer  # noqa: E402
 from models.vae import build_vae  # noqa: E402
-from training.device import autocast, pick_device  # noqa: E402
 from training.optim import make_adam  # noqa: E402
+
 
 def measure(name, model, make_step, forward_one, batch, conv_shape, device, args) -> dict:
     """make_step(model) -> a training-step closure calling that model; forward_one() runs one

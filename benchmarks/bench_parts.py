@@ -39,10 +39,19 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import (CONTEXT, REAL_TOKENS, alternating_seconds, config_of,  # noqa: E402
-                               latent_side, machine, text_unet_case, text_unet_step, timed)
+from benchmarks.common import (  # noqa: E402
+    CONTEXT,
+    REAL_TOKENS,
+    alternating_seconds,
+    config_of,
+    latent_side,
+    machine,
+    text_unet_case,
+    text_unet_step,
+    timed,
+)
+from common.device import pick_device
 from models.attention import Attention, attention_weights  # noqa: E402
-from training.device import pick_device  # noqa: E402
 
 CPU = config_of("ldm", "cpu")          # the text UNet timed: stage 4's CPU preset
 HEADS = CPU["num_heads"]

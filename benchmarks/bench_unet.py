@@ -22,11 +22,19 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import (compiled_twin, conv_reference, count_gflop, machine,  # noqa: E402
-                               matmul_reference, paired_seconds, peak_memory_mb, timed)
+from benchmarks.common import (  # noqa: E402
+    compiled_twin,
+    conv_reference,
+    count_gflop,
+    machine,
+    matmul_reference,
+    paired_seconds,
+    peak_memory_mb,
+    timed,
+)
+from common.device import autocast, pick_device
 from diffusion import DDIMScheduler, DDPMScheduler, sample  # noqa: E402
 from models.unet import build_unet  # noqa: E402
-from training.device import autocast, pick_device  # noqa: E402
 from training.optim import make_adam  # noqa: E402
 
 # The pixel UNets that are timed: the architecture, schedule and batch of train_unconditional.py's

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 import torch.utils.flop_counter as flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from common.device import autocast, synchronize
 from models.unet import build_unet
-from training.device import autocast, synchronize
 from training.optim import make_adam
 from training.speed import maybe_compile
 

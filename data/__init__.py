@@ -15,55 +15,18 @@ DataLoader workers while training, and a resumed run sees exactly the batches it
 """
 
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-class DataError(ValueError):
-    """A bad dataset path, file or value: a one-line message naming it and what was expected."""
-
-
-def warn(message: str) -> None:
-    """Print a one-line data warning to stderr; the run goes on."""
-    print(f"warning: {message}", file=sys.stderr)
-
-
-def make_folder(path: str | Path) -> Path:
-    """Create folder `path` and the folders above it, unless they exist; a DataError when a file
-    stands where a folder should be. Every folder the data package writes is made here."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        # Name what is in the way: path itself, or the first folder above it that is not one.
-        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
-        where = f"{path} is a file" if blocker == path else f"{path}: {blocker} is a file"
-        raise DataError(f"{where}; expected a folder") from None
-    return path
-
-
-def read_utf8(path: Path) -> str:
-    """The text of a UTF-8 file, or a DataError naming the line and byte of the first bad byte."""
-    data = Path(path).read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise DataError(
-            f"{path}:{line}: byte {error.start} of the file (0x{data[error.start]:02x}) is not "
-            f"UTF-8; expected a UTF-8 text file"
-        ) from None
-
-
-# The submodules import the four names above from here, so these imports come after them.
-from data.cache import build_image_cache  # noqa: E402
-from data.images import IMAGE_EXTENSIONS  # noqa: E402
-from data.celeba import celeba_split  # noqa: E402
-from data.imagefolder import imagefolder_split  # noqa: E402
+from common.errors import DataError
+from data.cache import build_image_cache
+from data.celeba import celeba_split
+from data.files import make_folder
+from data.imagefolder import imagefolder_split
+from data.images import IMAGE_EXTENSIONS
 
 SPLITS = ("train", "val", "test", "all")
 SYNTHETIC_N = 20_000  # images in the generated dataset of `--data synthetic`

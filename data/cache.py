@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data import DataError, make_folder, warn
+from common.errors import DataError, warn
+from data.files import make_folder
 from data.images import load_square_image
 
 

@@ -188,6 +188,46 @@ def full_caption(attributes: dict[str, bool]) -> str:
                      adjectives + [NOUNS[_noun_key(attributes)][0]], clauses)
 
 
+def nameable_attributes(names: list[str]) -> list[str]:
+    """The attributes whose presence changes a full caption (others cannot be asked about)."""
+    base = {name: False for name in names}
+    return [name for name in names
+            if full_caption({**base, name: True}) != full_caption({**base, name: False})]
+
+
+# ---- Prompts from attribute requirements (evaluate.py) -----------------------------------------
+# A requirement maps attributes to the value an image must show: {"Male": False, "Smiling": True}
+# is "a photo of a woman with a smile" (full_caption), met when the image is not Male and Smiling.
+
+def single_requirements(names: list[str]) -> list[dict[str, bool]]:
+    """One requirement per nameable attribute; No_Beard is asked as "a beard" (No_Beard False),
+    and Male both ways ("a man", "a woman")."""
+    singles = [{name: name != "No_Beard"} for name in nameable_attributes(names)]
+    if "Male" in names:
+        singles.append({"Male": False})
+    return singles
+
+
+def combined_requirements(rows: Sequence, names: list[str], k: int, count: int,
+                          rng: random.Random) -> list[dict[str, bool]]:
+    """`count` distinct sets of k features that occur together in real attribute rows (each a
+    sequence of values, > 0 = present), so that each is possible."""
+    nameable = set(nameable_attributes(names))
+    found, tries = [], 0
+    while len(found) < count and tries < 100 * count:
+        tries += 1
+        row = {n: v > 0 for n, v in zip(names, rows[rng.randrange(len(rows))].tolist())}
+        options = [(n, v) for n, v in row.items()
+                   if n in nameable and (v or n == "Male") and n != "No_Beard"]
+        if "No_Beard" in row and not row["No_Beard"]:
+            options.append(("No_Beard", False))                      # "with a beard"
+        if len(options) >= k:
+            chosen = dict(sorted(rng.sample(options, k), key=lambda o: names.index(o[0])))
+            if chosen not in found:
+                found.append(chosen)
+    return found
+
+
 def step_rng(seed: int, step: int, rank: int = 0) -> random.Random:
     """The caption generator of one training step: a function of (seed, step, rank) alone, so a
     resumed run draws the same captions as one that never stopped."""

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data import DataError, read_utf8, warn
+from common.errors import DataError, warn
+from data.files import read_utf8
 from data.images import IMAGE_EXTENSIONS
 
 CELEBA_ATTRIBUTES = [

@@ -19,7 +19,8 @@ import json
 import zlib
 from pathlib import Path, PurePosixPath
 
-from data import DataError, read_utf8, warn
+from common.errors import DataError, warn
+from data.files import read_utf8
 from data.images import IMAGE_EXTENSIONS
 
 VAL_PERCENT = 5  # share of the images in the val split

@@ -12,8 +12,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data import DataError
-from training.checkpoints import load_checkpoint, save_checkpoint
+from common.checkpoints import entries_problem, load_checkpoint, save_checkpoint
+from common.errors import DataError
+
+# what a latent cache holds, with the types load_latents checks
+LATENT_ENTRIES = {"mean": torch.Tensor, "std": torch.Tensor, "scale_factor": float}
 
 
 @torch.no_grad()
@@ -47,7 +50,8 @@ def load_latents(vae_path: str | Path, split: str, scale_factor: float) -> dict:
         raise DataError(f"latent cache {path}: no such file; write it with "
                         f"`python train_vae.py --out {path.parent} --resume --encode-latents` "
                         "(add the preset and flags the autoencoder was trained with)")
-    cache = load_checkpoint(path, kind="latents")
+    cache = load_checkpoint(path, kind="latents",
+                            check=lambda state: entries_problem(state, LATENT_ENTRIES, "it"))
     if abs(cache["scale_factor"] - scale_factor) >= 1e-6:
         raise DataError(f"{path} was written by another autoencoder than {vae_path} (scale "
                         f"factors {cache['scale_factor']:.4f} and {scale_factor:.4f}); re-encode "
@@ -55,7 +59,7 @@ def load_latents(vae_path: str | Path, split: str, scale_factor: float) -> dict:
     return cache
 
 
-def sample_latents(cache: dict, indices: torch.Tensor, scale_factor: float) -> torch.Tensor:
+def draw_latents(cache: dict, indices: torch.Tensor, scale_factor: float) -> torch.Tensor:
     """[P12] z ~ q(z | x) for the cached images `indices`, scaled to unit variance:
     z = (mean + std * eps) * scale_factor, (B, C, h, w) float32 on the CPU."""
     mean, std = cache["mean"][indices].float(), cache["std"][indices].float()

@@ -24,17 +24,18 @@ Command line:
 import argparse
 import colorsys
 import math
+import multiprocessing
 import os
 import random
 import time
 from dataclasses import dataclass
-import multiprocessing
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from data import DataError, make_folder
+from common.errors import DataError
+from data.files import make_folder
 
 SYNTHETIC_ATTRIBUTES = [
     "Male", "Smiling", "Eyeglasses", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Bald",

@@ -7,7 +7,9 @@ Notation: the DDIM paper's alpha_t is DDPM's alpha_bar_t; here it is always writ
 
 import torch
 
-from .ddpm import DDPMScheduler, StepOutput, gaussian_noise_like
+from common.randomness import gaussian_noise_like
+
+from .ddpm import DDPMScheduler, StepOutput
 
 
 class DDIMScheduler(DDPMScheduler):

@@ -11,19 +11,14 @@ from typing import NamedTuple
 
 import torch
 
-from .schedule import extract, make_betas
+from common.randomness import gaussian_noise_like
+
+from .schedule import extract, make_betas, snr
 
 
 class StepOutput(NamedTuple):
     prev_sample: torch.Tensor           # x_{t-1}: the input of the next step (x_0 after the last)
     pred_original_sample: torch.Tensor  # x0_pred: the model's current guess of the clean image
-
-
-def gaussian_noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Standard normal noise shaped like x. It is drawn on the generator's device and then moved,
-    so a CPU generator gives the same noise (and the same samples) on cpu, cuda and mps."""
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
 class DDPMScheduler:
@@ -112,16 +107,15 @@ class DDPMScheduler:
 
     def snr(self, t) -> torch.Tensor:
         """Signal-to-noise ratio of x_t: SNR(t) = alpha_bar_t / (1 - alpha_bar_t), (B,) for t (B,)."""
-        alpha_bar_t = self.alphas_cumprod[t]
-        return alpha_bar_t / (1 - alpha_bar_t)
+        return snr(self.alphas_cumprod[t])
 
     def min_snr_weight(self, t, gamma: float) -> torch.Tensor:
         """Min-SNR-gamma loss weight per sample, (B,) (Hang et al. 2023, eq. 10 and its v form):
         the eps loss is the x0 loss times SNR, and the v loss the x0 loss times SNR + 1; capping
         the x0 weight at gamma gives min(SNR, gamma) / SNR for eps, min(SNR, gamma) / (SNR + 1)
         for v. Low-noise steps, whose SNR is huge, stop dominating the gradient."""
-        snr = self.snr(t)
-        return snr.clamp(max=gamma) / (snr if self.prediction_type == "epsilon" else snr + 1)
+        ratio = self.snr(t)
+        return ratio.clamp(max=gamma) / (ratio if self.prediction_type == "epsilon" else ratio + 1)
 
     def training_loss(self, prediction: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t,
                       min_snr_gamma: float = 0.0) -> torch.Tensor:

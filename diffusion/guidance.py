@@ -8,7 +8,9 @@ both eps(x_t, t, text) and eps(x_t, t, "") = the unconditional model. At samplin
 w = 1 is the plain conditional model, w = 0 the unconditional one, w > 1 pushes the sample
 further in the direction the text points (sharper prompt following, less variety). A negative
 prompt takes the place of the empty prompt in eps_uncond, so guidance also pushes away from it.
-Both branches run as one batch of 2B.
+Both branches run as one batch of 2B: the conditional copy first, rows 0..B-1, then the
+unconditional one, rows B..2B-1 (conditional_rows says it for the code that reads the batch, such
+as the attention recorder).
 """
 
 import torch
@@ -25,6 +27,12 @@ def pad_context(context: tuple, length: int) -> tuple:
             torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1))
 
 
+def conditional_rows(batch_size: int) -> slice:
+    """The rows of the conditional branch in the model's batch of a guided step: the first B
+    (guided_prediction stacks [cond, uncond]; at scale 1 the batch is the conditional one alone)."""
+    return slice(0, batch_size)
+
+
 def guided_prediction(model, x_t: torch.Tensor, t: torch.Tensor, cond: tuple, uncond: tuple,
                       scale: float) -> torch.Tensor:
     """x_t (B, C, h, w); cond and uncond are (hidden (B, L, D), mask (B, L)) text encodings (the
@@ -38,5 +46,6 @@ def guided_prediction(model, x_t: torch.Tensor, t: torch.Tensor, cond: tuple, un
     t = torch.as_tensor(t, device=x_t.device).expand(B)
     both = model(torch.cat([x_t, x_t]), torch.cat([t, t]),
                  torch.cat([cond[0], uncond[0]]), torch.cat([cond[1], uncond[1]]))  # (2B, C, h, w)
-    eps_cond, eps_uncond = both[:B], both[B:]
+    rows = conditional_rows(B)                                   # [cond, uncond]: cond first
+    eps_cond, eps_uncond = both[rows], both[rows.stop:]
     return eps_uncond + scale * (eps_cond - eps_uncond)

@@ -1,9 +1,14 @@
-"""Trained checkpoints that draw images: a stage-4 text-to-image model, and a stage-1 pixel DDPM.
+"""Trained checkpoints that draw images, and the one function that draws them.
 
-    pipe = load_text_to_image("runs/ldm/checkpoint.pt", device)      # one object, not a dict
-    scheduler = make_sampler(pipe.scheduler, "ddim", 50)
+    pipe = load_pipeline("runs/ldm/checkpoint.pt", device)      # stage 4, or a stage-1 pixel DDPM
+    scheduler, eta = make_sampler(pipe.scheduler, "ddim", 50)   # the sampler flags, one rule
     images = generate(pipe, ["a photo of a smiling woman"], seeds=[0], guidance=3.0,
-                      scheduler=scheduler)                            # (1, 3, S, S) on the CPU
+                      scheduler=scheduler, eta=eta).images       # (1, 3, S, S) on the CPU
+
+Every program samples through `generate`: sample.py, evaluate.py, the explorer, train_ldm.py's
+validation grids and the figures. A pixel model is a Pipeline with no autoencoder, no text and a
+scale factor of 1; image i starts from the noise of seeds[i] whatever the model, so an image is
+named by (prompt, seed) everywhere.
 
 [P12] A latent model samples latents z_0, which are divided by the scale factor and decoded by
 the autoencoder stored in the same checkpoint. [P16] With text, every UNet call sees the frozen
@@ -15,152 +20,179 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
+from common.checkpoints import entries_problem, load_checkpoint, load_weights
+from common.config import stored_problem
 from diffusion.ddpm import DDPMScheduler
-from diffusion.guidance import guided_prediction
+from diffusion.guidance import conditional_rows, guided_prediction
 from diffusion.sampling import sample
-from models.clip import TextEncoder, build_text_encoder
-from models.tokenizer import Tokenizer
-from models.unet import UNet, build_unet
-from models.vae import AutoencoderKL, vae_from_state
-from training.checkpoints import load_checkpoint, load_weights
-
-
-class TextConditioner:
-    """Prompts -> (hidden (B, L, D), mask (B, L)) from the frozen text encoder. [P14]"""
-
-    def __init__(self, text_encoder: TextEncoder, tokenizer: Tokenizer):
-        self.text_encoder, self.tokenizer = text_encoder.eval().requires_grad_(False), tokenizer
-
-    @torch.no_grad()
-    def __call__(self, prompts: list[str], device, warn_unknown: bool = True):
-        ids, mask = self.tokenizer(prompts, warn_unknown=warn_unknown)
-        encoding = self.text_encoder(ids.to(device), mask.to(device))
-        return encoding.hidden, encoding.mask
+from diffusion.schedule import SCHEDULE_SETTINGS, schedule_problems
+from models.clip import TextConditioner, text_conditioner_from_state
+from models.unet import UNET_SETTINGS, UNet, build_unet, unet_problems
+from models.vae import AutoencoderKL, vae_config_problem, vae_from_state
 
 
 @dataclass
-class TextToImage:
-    """Everything a latent diffusion model needs to turn prompts into images."""
-    unet: UNet                              # eps_theta (or v) on latents; EMA weights by default
-    vae: AutoencoderKL                      # decodes z_0 / scale_factor into an image
-    text: TextConditioner | None            # None: an unconditional latent model
-    scale_factor: float                     # z * scale_factor has unit variance [P12]
-    latent_shape: tuple                     # (C, h, w) of one latent
+class Pipeline:
+    """Everything a trained diffusion model needs to turn prompts and seeds into images."""
+    unet: UNet                              # eps_theta (or v); EMA weights by default
+    sample_shape: tuple                     # (C, h, w) that the UNet denoises: latents or pixels
+    vae: AutoencoderKL | None = None        # decodes z_0 / scale_factor; None: a pixel model
+    text: TextConditioner | None = None     # None: an unconditional model
+    scale_factor: float = 1.0               # z * scale_factor has unit variance [P12]; pixels: 1
     scheduler: DDPMScheduler | None = None  # the training schedule (make_sampler picks a sampler)
-    config: dict | None = None              # train_ldm.py's config
+    config: dict | None = None              # the stage's config (train_ldm.py, train_unconditional.py)
     vae_config: dict | None = None          # train_vae.py's config (data, image size, cache)
     attribute_names: list | None = None     # the dataset's attribute names, if it has them
     step: int = 0                           # optimizer steps of training
 
+    @property
+    def image_size(self) -> int:
+        """S of the (3, S, S) images it draws."""
+        return self.sample_shape[-1] * (self.vae.downsampling_factor if self.vae else 1)
 
-def text_to_image_from_state(state: dict, device="cpu", use_ema: bool = True) -> TextToImage:
-    """A train_ldm.py checkpoint already read by load_checkpoint -> TextToImage on `device`."""
+    @property
+    def data_config(self) -> dict:
+        """The config that names the training data (data, image_size, cache_dir)."""
+        return self.vae_config if self.vae is not None else self.config
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """[P12] Samples (B, C, h, w) -> images (B, 3, S, S) on the CPU: the decoder on z / scale
+        factor for a latent model; the samples themselves for a pixel model."""
+        if self.vae is None:
+            return z.cpu()
+        return self.vae.decode(z / self.scale_factor).float().cpu()
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """[P8] Images (B, 3, S, S) in [-1, 1] -> the space the UNet denoises: the posterior mean
+        times the scale factor for a latent model (where sampling from an image starts)."""
+        if self.vae is None:
+            return images
+        return self.vae.encode(images).mean * self.scale_factor
+
+
+# ---- Checkpoints -> Pipeline -------------------------------------------------------------------
+
+CHECKPOINT_ENTRIES = {
+    "ddpm": {"config": dict, "step": int, "model": dict, "ema": dict},
+    "ldm": {"config": dict, "step": int, "model": dict, "ema": dict, "vae": dict,
+            "vae_config": dict, "scale_factor": float, "latent_shape": list},
+}
+
+
+def checkpoint_problem(state: dict) -> str | None:
+    """What a "ddpm" or "ldm" checkpoint lacks to be rebuilt (load_checkpoint's check), or None."""
+    kind = state["kind"]
+    settings = {**UNET_SETTINGS, **SCHEDULE_SETTINGS}
+    settings.update({"image_size": int} if kind == "ddpm" else
+                    {"num_heads": int, "guidance": float, "clip": str})
+    problem = (entries_problem(state, CHECKPOINT_ENTRIES[kind], "it")
+               or entries_problem(state["config"], settings, "its config")
+               or (vae_config_problem(state["vae_config"], "its vae_config") if kind == "ldm"
+                   else None))
+    if problem:
+        return problem
+    config = state["config"]
+    resolution = config["image_size"] if kind == "ddpm" else state["latent_shape"][-1]
+    return stored_problem(schedule_problems(config) + unet_problems(config, resolution))
+
+
+def pipeline_from_state(state: dict, device="cpu", use_ema: bool = True) -> Pipeline:
+    """A train_ldm.py or train_unconditional.py checkpoint, already read by load_checkpoint ->
+    Pipeline on `device`, its networks in eval mode and frozen."""
     cfg = state["config"]
+    weights = state["ema"]["model"] if use_ema else state["model"]
+    if state["kind"] == "ddpm":      # stage 1: pixels, no autoencoder, no text
+        unet = build_unet(cfg, in_channels=3)
+        load_weights(unet, weights, "the UNet")
+        return Pipeline(unet.to(device).eval().requires_grad_(False),
+                        sample_shape=(3, cfg["image_size"], cfg["image_size"]),
+                        scheduler=DDPMScheduler.from_config(cfg, clip_sample=True).to(device),
+                        config=cfg, step=state["step"])                     # pixels: clip x0
     text = None
-    if state["text_encoder"] is not None:
-        tokenizer = Tokenizer.from_state_dict(state["tokenizer"])
-        encoder = build_text_encoder(state["text_config"], tokenizer)
-        load_weights(encoder, state["text_encoder"], "the text encoder")
-        text = TextConditioner(encoder.to(device), tokenizer)
-    latent_shape = tuple(state["latent_shape"])
-    unet = build_unet(cfg, latent_shape[0], None if text is None else text.text_encoder.width)
-    load_weights(unet, state["ema"]["model"] if use_ema else state["model"], "the UNet")
-    return TextToImage(
-        unet=unet.to(device).eval().requires_grad_(False),
+    if state.get("text_encoder") is not None:
+        text = text_conditioner_from_state(state, device)
+    sample_shape = tuple(state["latent_shape"])
+    unet = build_unet(cfg, sample_shape[0], None if text is None else text.text_encoder.width)
+    load_weights(unet, weights, "the UNet")
+    return Pipeline(
+        unet.to(device).eval().requires_grad_(False), sample_shape,
         vae=vae_from_state(state["vae"], state["vae_config"], device), text=text,
-        scale_factor=state["scale_factor"], latent_shape=latent_shape,
+        scale_factor=state["scale_factor"],
         scheduler=DDPMScheduler.from_config(cfg, clip_sample=False).to(device),  # latents: no clip
         config=cfg, vae_config=state["vae_config"], attribute_names=state.get("attribute_names"),
         step=state["step"])
 
 
-def load_text_to_image(path: str | Path, device="cpu", use_ema: bool = True) -> TextToImage:
-    """A train_ldm.py checkpoint -> TextToImage (EMA weights unless use_ema=False)."""
-    return text_to_image_from_state(load_checkpoint(path, kind="ldm"), device, use_ema)
+def load_pipeline(path: str | Path, device="cpu", use_ema: bool = True) -> Pipeline:
+    """A train_ldm.py or train_unconditional.py checkpoint -> Pipeline (EMA weights unless
+    use_ema=False)."""
+    state = load_checkpoint(path, kind=("ddpm", "ldm"), check=checkpoint_problem)
+    return pipeline_from_state(state, device, use_ema)
 
 
-def pixel_model_from_state(state: dict, device="cpu", use_ema: bool = True
-                           ) -> tuple[UNet, DDPMScheduler]:
-    """A train_unconditional.py checkpoint already read -> (UNet in eval mode, its schedule)."""
-    unet = build_unet(state["config"], in_channels=3)
-    load_weights(unet, state["ema"]["model"] if use_ema else state["model"], "the UNet")
-    scheduler = DDPMScheduler.from_config(state["config"], clip_sample=True)  # pixels: clip x0
-    return unet.to(device).eval().requires_grad_(False), scheduler.to(device)
+# ---- Generation --------------------------------------------------------------------------------
+
+class Generation(NamedTuple):
+    images: torch.Tensor   # (B, 3, S, S) on the CPU, not clamped
+    trajectory: list       # [(t, x_t, x0_pred)] at the steps asked for, in the UNet's space (the
+                           # latents of a latent model: pipe.decode turns them into images); [] if none
+
+
+def initial_noise(shape: tuple, seeds: list[int]) -> torch.Tensor:
+    """x_T (B, *shape): sample i is standard normal noise from torch.Generator().manual_seed(
+    seeds[i]) on the CPU, so a seed names one starting point on every device and in every batch."""
+    return torch.stack([torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+                        for seed in seeds])
 
 
 @torch.no_grad()
-def generate(pipe: TextToImage, prompts: list[str], seeds: list[int], guidance: float, scheduler,
+def generate(pipe: Pipeline, prompts: list[str], seeds: list[int], guidance: float, scheduler,
              negative_prompt: str = "", eta: float = 0.0, generator: torch.Generator | None = None,
              x_init: torch.Tensor | None = None, strength: float = 1.0, trajectory_steps=None,
-             recorder=None, on_step=None, decode_trajectory: bool = True):
-    """[P12] [P16] One batch of images, image i for (prompts[i], seeds[i]): the way every program
-    of the project samples a latent model (sample.py, evaluate.py, the validation grids, figures).
+             recorder=None, on_step=None) -> Generation:
+    """[P7] [P12] [P16] One batch of images, image i for (prompts[i], seeds[i]).
 
-    z_T of image i comes from torch.Generator().manual_seed(seeds[i]) on the CPU, so a (prompt,
-    seed) pair names one image whatever the batch (exactly so for DDIM at eta 0; the noise of
-    stochastic steps comes from `generator`). With text, eps = eps_uncond + guidance * (eps_cond -
-    eps_uncond), eps_uncond from negative_prompt ("" = unconditional). x_init, strength and
-    trajectory_steps as in diffusion.sample, in latent space. recorder: a
-    models.attention.AttentionRecorder, collected after every step. on_step: called with no
-    argument after every step (a progress counter). Returns images (B, 3, S, S) on the CPU (not
-    clamped), and the trajectory [(t, x_t, x0_pred)] when trajectory_steps is given: decoded
-    images, or the latents themselves with decode_trajectory=False.
+    prompts:          one per image; a model without text takes none ("" for every image)
+    seeds:            one per image: its x_T (initial_noise). The noise of stochastic steps
+                      (DDPM, DDIM at eta > 0) comes from `generator`
+    guidance:         with text, eps = eps_uncond + guidance * (eps_cond - eps_uncond), eps_uncond
+                      from negative_prompt ("" = unconditional) (diffusion/guidance.py)
+    scheduler, eta:   as make_sampler returns them
+    x_init, strength: [P8] start from x_init (1, C, h, w) in the UNet's space (pipe.encode of an
+                      image), noised to step round(strength * T), as in diffusion.sample
+    trajectory_steps: timesteps at which to keep (t, x_t, x0_pred)
+    recorder:         a models.attention.AttentionRecorder, collected after every model call
+    on_step:          called with no argument after every model call (a progress counter)
     """
+    if pipe.text is None and any(prompts):
+        raise ValueError("this model has no text encoder: its prompts must be empty")
     unet, text = pipe.unet, pipe.text
     device = next(unet.parameters()).device
-    z_T = torch.stack([torch.randn(*pipe.latent_shape, generator=torch.Generator().manual_seed(s))
-                       for s in seeds]).to(device)                          # (B, C, h, w)
+    x_T = initial_noise(pipe.sample_shape, seeds).to(device)              # (B, C, h, w)
     if text is not None:
         cond = text(prompts, device, warn_unknown=False)                    # (B, L, D), (B, L)
         uncond = text([negative_prompt] * len(prompts), device, warn_unknown=False)
 
-    def model_fn(z, t):
+    def model_fn(x_t, t):
         if text is None:
-            eps = unet(z, t)
+            prediction = unet(x_t, t)
         else:
-            eps = guided_prediction(unet, z, t, cond, uncond, guidance)
+            prediction = guided_prediction(unet, x_t, t, cond, uncond, guidance)
             if recorder is not None:
-                recorder.collect()
+                recorder.collect(conditional_rows(len(seeds)))
         if on_step is not None:
             on_step()
-        return eps
-    result = sample(model_fn, scheduler, z_T, eta=eta, generator=generator,
-                    x_init=None if x_init is None else x_init.expand(len(seeds), -1, -1, -1),
-                    strength=strength, trajectory_steps=trajectory_steps, progress=False)
-    decode = lambda z: pipe.vae.decode(z / pipe.scale_factor).float().cpu()  # noqa: E731  [P12]
-    if trajectory_steps is None:
-        return decode(result)
-    z0, trajectory = result
-    if not decode_trajectory:
-        return decode(z0), trajectory
-    return decode(z0), [(t, decode(z_t), decode(x0)) for t, z_t, x0 in trajectory]
+        return prediction
 
-
-@torch.no_grad()
-def generate_pixels(unet: UNet, scheduler, count: int, image_size: int,
-                    generator: torch.Generator, eta: float = 0.0,
-                    x_init: torch.Tensor | None = None, strength: float = 1.0,
-                    trajectory_steps=None, on_step=None):
-    """[P7] `count` images of a stage-1 pixel DDPM: x_T (count, 3, S, S) drawn from `generator`
-    on the CPU, which then draws the noise of stochastic steps too, so one seeded generator names
-    a whole batch (sample.py's batches and the explorer's are the same images). x_init,
-    strength, trajectory_steps as in diffusion.sample; on_step as in generate. Returns the
-    images (count, 3, S, S) on the CPU (not clamped), with the trajectory when asked."""
-    device = next(unet.parameters()).device
-    x_T = torch.randn(count, 3, image_size, image_size, generator=generator).to(device)
-
-    def model_fn(x, t):
-        eps = unet(x, t)
-        if on_step is not None:
-            on_step()
-        return eps
-    result = sample(model_fn, scheduler, x_T, eta=eta, generator=generator,
-                    x_init=None if x_init is None else x_init.expand(count, -1, -1, -1),
-                    strength=strength, trajectory_steps=trajectory_steps, progress=False)
-    if trajectory_steps is None:
-        return result.cpu()
-    x0, trajectory = result
-    return x0.cpu(), [(t, x_t.cpu(), pred.cpu()) for t, x_t, pred in trajectory]
+    trajectory = []
+    x0 = sample(model_fn, scheduler, x_T, eta=eta, generator=generator,
+                x_init=None if x_init is None else x_init.expand(len(seeds), -1, -1, -1),
+                strength=strength, trajectory_steps=trajectory_steps, trajectory=trajectory,
+                progress=False)
+    return Generation(pipe.decode(x0), trajectory)

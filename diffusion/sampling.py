@@ -7,6 +7,8 @@ classifier-free guidance can wrap the model without the sampler knowing.
 import torch
 from tqdm import tqdm
 
+from common.errors import ConfigError
+
 from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler
 from .dpm_solver import DPMSolverScheduler
@@ -14,27 +16,36 @@ from .dpm_solver import DPMSolverScheduler
 SAMPLERS = ("ddpm", "ddim", "dpm++")  # the names make_sampler takes
 
 
-def make_sampler(ddpm: DDPMScheduler, name: str, steps: int,
-                 spacing: str | None = None) -> DDPMScheduler:
-    """The scheduler that samples a model trained with `ddpm`'s schedule:
+def make_sampler(ddpm: DDPMScheduler, name: str, steps: int, spacing: str | None = None,
+                 eta: float = 0.0) -> tuple[DDPMScheduler, float]:
+    """The sampler flags (--sampler, --steps, --spacing, --eta) -> (scheduler, eta) for a model
+    trained with `ddpm`'s schedule: the one place that turns them into a sampler.
 
-    "ddpm":  DDPM's ancestral step over all T timesteps (steps and spacing are not used)
-    "ddim":  DDIM over `steps` timesteps, leading spacing unless `spacing` says otherwise
-    "dpm++": DPM-Solver++(2M) over `steps` timesteps, trailing spacing unless told otherwise
+    "ddpm":  DDPM's ancestral step over all T timesteps (steps, spacing and eta are not used:
+             its noise is the posterior's, sigma_t^2 = beta~_t)
+    "ddim":  DDIM over `steps` timesteps, leading spacing unless `spacing` says otherwise; eta
+             0 deterministic, 1 DDPM-like noise (DDIM eq. 16)
+    "dpm++": DPM-Solver++(2M) over `steps` timesteps, trailing spacing unless told otherwise;
+             deterministic, so eta must be 0
+    A ConfigError names the flag of an impossible value.
     """
-    if name == "ddpm":
-        return ddpm
     if name not in SAMPLERS:
-        raise ValueError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
+        raise ConfigError(f"--sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
+    if not 0.0 <= eta <= 1.0:
+        raise ConfigError(f"--eta {eta}: expected a value in [0, 1]")
+    if name == "ddpm":
+        return ddpm, 0.0
+    if name == "dpm++" and eta != 0.0:
+        raise ConfigError(f"--eta {eta}: DPM-Solver++ is deterministic (eta 0)")
     if not 0 < steps <= ddpm.num_train_timesteps:
-        raise ValueError(f"{steps}: expected 1 to {ddpm.num_train_timesteps} steps (the model's "
-                         "number of timesteps)")
+        raise ConfigError(f"--steps {steps}: expected 1 to {ddpm.num_train_timesteps} steps (the "
+                          "model's number of timesteps)")
     if name == "ddim":
         scheduler = DDIMScheduler.from_ddpm(ddpm, spacing or "leading")
     else:
         scheduler = DPMSolverScheduler.from_ddpm(ddpm, spacing or "trailing")
     scheduler.set_timesteps(steps)
-    return scheduler
+    return scheduler, eta
 
 
 def visited_timesteps(scheduler: DDPMScheduler, strength: float = 1.0) -> list[int]:
@@ -48,7 +59,8 @@ def visited_timesteps(scheduler: DDPMScheduler, strength: float = 1.0) -> list[i
 def sample(model_fn, scheduler: DDPMScheduler, x_T: torch.Tensor, num_steps: int | None = None,
            eta: float = 0.0, generator: torch.Generator | None = None,
            x_init: torch.Tensor | None = None, strength: float = 1.0,
-           trajectory_steps=None, progress: bool = True):
+           trajectory_steps=None, trajectory: list | None = None,
+           progress: bool = True) -> torch.Tensor:
     """[P7] Start from Gaussian noise x_T and denoise step by step down to x_0.
 
     model_fn:         (x_t (B, C, H, W), t (B,) long) -> the network's output (eps or v)
@@ -62,8 +74,9 @@ def sample(model_fn, scheduler: DDPMScheduler, x_T: torch.Tensor, num_steps: int
                       steps are taken. strength 0 returns x_init; strength 1 is a fresh sample
                       from x_T (x_init ignored); in between: variations that keep more of x_init
                       the smaller strength is.
-    trajectory_steps: timesteps t at which to record (t, x_t, x0_pred), e.g. for a figure
-    Returns x_0 (B, C, H, W), or (x_0, trajectory) when trajectory_steps is given.
+    trajectory_steps: timesteps t at which to record (t, x_t, x0_pred), e.g. for a figure; they
+    trajectory:       are appended, first to last, to the list `trajectory`
+    Returns x_0 (B, C, H, W).
     """
     # 1. the timesteps to visit: all T for DDPM, num_steps of them for DDIM
     if isinstance(scheduler, DDIMScheduler):
@@ -89,16 +102,17 @@ def sample(model_fn, scheduler: DDPMScheduler, x_T: torch.Tensor, num_steps: int
     else:
         x = x_init                                                       # strength 0: nothing to undo
     record = {int(t) for t in trajectory_steps} if trajectory_steps is not None else set()
+    if record and trajectory is None:
+        raise ValueError("trajectory_steps needs a list `trajectory` to record into")
     if record - set(timesteps):
         raise ValueError(f"trajectory_steps {sorted(record - set(timesteps))} are not among the "
                          f"{len(timesteps)} timesteps of this run")
 
     # 3. the loop: predict, step, repeat
-    trajectory = []
     for t in tqdm(timesteps, desc="sampling", disable=not progress):
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)  # (B,)
         output = scheduler.step(model_fn(x, t_batch), t, x, generator=generator, **step_options)
         if t in record:
             trajectory.append((t, x, output.pred_original_sample))
         x = output.prev_sample
-    return (x, trajectory) if trajectory_steps is not None else x
+    return x

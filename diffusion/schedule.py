@@ -9,8 +9,35 @@ nothing in float64 ever reaches the device (MPS has no float64).
 """
 
 import math
+from collections.abc import Mapping
 
 import torch
+
+# The settings of a stage's config that DDPMScheduler.from_config reads, with their types (a
+# checkpoint's stored config is checked against them when it is loaded).
+SCHEDULE_SETTINGS = {"num_train_timesteps": int, "beta_start": float, "beta_end": float,
+                     "beta_schedule": str, "prediction_type": str}
+
+
+def schedule_problems(c: Mapping) -> list[tuple[str, str]]:
+    """[P2] T >= 1 noising steps and 0 < beta_1 <= beta_T < 1: every alpha_t = 1 - beta_t in
+    (0, 1), so alpha_bar_t = prod alpha_s stays in (0, 1) and the noising is a real variance.
+    Problems as (setting, "value: what was expected") (common/config.py: require_valid)."""
+    problems = []
+    if not isinstance(c["num_train_timesteps"], int) or c["num_train_timesteps"] < 1:
+        problems.append(("num_train_timesteps", f"{c['num_train_timesteps']}: expected 1 or more"))
+    beta_start, beta_end = c["beta_start"], c["beta_end"]
+    if not 0 < beta_start < 1:
+        problems.append(("beta_start", f"{beta_start}: expected 0 < beta_start <= beta_end "
+                                       f"({beta_end}) < 1"))
+    elif not beta_start <= beta_end < 1:
+        problems.append(("beta_end", f"{beta_end}: expected beta_start ({beta_start}) <= "
+                                     "beta_end < 1"))
+    if c["beta_schedule"] not in ("linear", "cosine"):
+        problems.append(("beta_schedule", f"{c['beta_schedule']!r}: expected linear or cosine"))
+    if c["prediction_type"] not in ("epsilon", "v"):
+        problems.append(("prediction_type", f"{c['prediction_type']!r}: expected epsilon or v"))
+    return problems
 
 
 def make_betas(num_train_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02,

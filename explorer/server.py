@@ -1,4 +1,5 @@
-"""The explorer's web server: the page's static files, a JSON API, and one generation at a time.
+"""The explorer's web server: the page's static files and a JSON API over HTTP. What a request
+may hold is checked in explorer/requests.py; generations wait in explorer/jobs.py's queue.
 
 Standard library only (http.server, threading, queue): no dependency and no CDN, every byte of
 the page is a file of explorer/static/. Generations go through one queue and one worker thread,
@@ -26,18 +27,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import queue
 import re
-import threading
-import time
-import traceback
-from dataclasses import dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from diffusion import SAMPLERS
+from common.images import png_bytes
+from diffusion.sampling import SAMPLERS
+from explorer.jobs import KEEP_JOBS, Job, JobQueue
+from explorer.requests import BadRequest, Limits, number, parse_settings, text
 from explorer.session import Explorer, Result, Settings, heat_png, read_upload
-from training.plots import png_bytes
 
 ROOT = Path(__file__).resolve().parent.parent          # the repository
 STATIC = Path(__file__).resolve().parent / "static"    # the page's own files
@@ -53,138 +51,6 @@ SECURITY = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:
                                        "object-src 'none'; base-uri 'none'; form-action 'self'",
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-store"}
-KEEP_JOBS = 16        # finished jobs whose images stay in memory
-
-
-@dataclass
-class Limits:
-    """What the server refuses past, whatever the page allows."""
-    max_images: int = 8             # images per job
-    max_steps: int = 1000           # sampling steps per image (DDPM always takes all T)
-    max_queue: int = 8              # jobs waiting at once
-    max_body: int = 4 * 2**20       # bytes of one request (an upload is about 4/3 its file size)
-    max_prompt: int = 300           # characters of a prompt
-
-
-class BadRequest(ValueError):
-    """A value the server refuses: answered with `status` (400 unless said) and the message."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-# ---- checking what the page sends ----------------------------------------------------------
-
-def number(data: dict, name: str, kind, low, high, default):
-    """data[name] as int or float within [low, high], or BadRequest naming the value."""
-    value = data.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise BadRequest(f"{name} {value!r}: expected a number from {low} to {high}")
-    if kind is int and value != int(value):
-        raise BadRequest(f"{name} {value!r}: expected a whole number from {low} to {high}")
-    if not low <= value <= high:
-        raise BadRequest(f"{name} {value!r}: expected a number from {low} to {high}")
-    return kind(value)
-
-
-def text(data: dict, name: str, limit: int) -> str:
-    value = data.get(name, "")
-    if not isinstance(value, str):
-        raise BadRequest(f"{name}: expected a text, got {type(value).__name__}")
-    if len(value) > limit:
-        raise BadRequest(f"{name}: {len(value)} characters; at most {limit}")
-    return value
-
-
-def parse_settings(data: dict, explorer: Explorer, limits: Limits, extra=()) -> Settings:
-    """The form's values -> Settings, each checked against the model and the limits; `extra`:
-    the other names the endpoint reads itself."""
-    if not isinstance(data, dict):
-        raise BadRequest("expected a JSON object of settings")
-    known = {f.name for f in fields(Settings)} | set(extra)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise BadRequest(f"unknown setting {unknown[0]!r}; expected some of {', '.join(sorted(known))}")
-    sampler = data.get("sampler", Settings.sampler)
-    if sampler not in SAMPLERS:
-        raise BadRequest(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
-    T = explorer.num_timesteps
-    steps = number(data, "steps", int, 1, min(T, limits.max_steps), Settings.steps)
-    if sampler == "ddpm" and T > limits.max_steps:
-        raise BadRequest(f"sampler 'ddpm' takes all {T} steps; this server allows at most "
-                         f"{limits.max_steps} (choose ddim or dpm++)")
-    settings = Settings(
-        prompt=text(data, "prompt", limits.max_prompt),
-        negative_prompt=text(data, "negative_prompt", limits.max_prompt),
-        sampler=sampler, steps=steps,
-        guidance=number(data, "guidance", float, 0, 30, explorer.default_guidance),
-        eta=number(data, "eta", float, 0, 1, 0.0),
-        seed=number(data, "seed", int, 0, 2**31 - 1, 0),
-        n=number(data, "n", int, 1, limits.max_images, Settings.n))
-    if sampler == "dpm++" and settings.eta != 0:
-        raise BadRequest(f"eta {settings.eta}: DPM-Solver++ is deterministic (eta 0)")
-    if not explorer.has_text and (settings.prompt or settings.negative_prompt):
-        raise BadRequest("prompt: this model has no text encoder (a stage-1 or unconditional "
-                         "model); leave the prompt empty")
-    return settings
-
-
-# ---- the queue: one generation at a time, in order -----------------------------------------
-
-class Job:
-    def __init__(self, number: int, kind: str, run, total: int):
-        self.id, self.kind, self.run, self.total = number, kind, run, total
-        self.state, self.done, self.error, self.result = "queued", 0, "", None
-        self.started = self.finished = None   # time.time() when the worker took it and left it
-
-    def step(self) -> None:
-        self.done += 1
-
-
-class JobQueue:
-    """Jobs run one after another by a single worker thread, first come first served."""
-
-    def __init__(self, limits: Limits):
-        self.limits, self.lock, self.jobs, self.waiting = limits, threading.Lock(), {}, []
-        self.todo: queue.Queue = queue.Queue()
-        self.count = 0
-        threading.Thread(target=self._work, daemon=True, name="explorer-worker").start()
-
-    def submit(self, kind: str, run, total: int) -> Job:
-        """run(on_step) -> Result, called by the worker; total: its steps, for the progress bar."""
-        with self.lock:
-            if len(self.waiting) >= self.limits.max_queue:
-                raise BadRequest(f"{len(self.waiting)} jobs are waiting already, the most this "
-                                 "server queues; try again when one is done", 503)
-            self.count += 1
-            job = Job(self.count, kind, run, total)
-            self.jobs[job.id] = job
-            self.waiting.append(job)
-        self.todo.put(job)
-        return job
-
-    def position(self, job: Job) -> int:
-        """0 while running or done, else the number of jobs before it."""
-        with self.lock:
-            return self.waiting.index(job) if job in self.waiting and job.state == "queued" else 0
-
-    def _work(self) -> None:
-        while True:
-            job = self.todo.get()
-            job.state, job.started = "running", time.time()
-            try:
-                job.result = job.run(job.step)
-                job.state = "done"
-            except Exception as error:  # a failed job is reported on the page; the server goes on
-                traceback.print_exc()
-                job.error, job.state = f"{type(error).__name__}: {error}", "failed"
-            job.finished = time.time()
-            with self.lock:
-                self.waiting.remove(job)
-                finished = [j for j in self.jobs.values() if j.state in ("done", "failed")]
-                for old in finished[:-KEEP_JOBS]:
-                    del self.jobs[old.id]
 
 
 # ---- HTTP ----------------------------------------------------------------------------------
@@ -283,7 +149,7 @@ class Handler(BaseHTTPRequestHandler):
     def info(self) -> dict:
         e = self.explorer
         return {"checkpoint": e.ckpt, "kind": "text-to-image" if e.has_text else (
-                    "pixel DDPM (stage 1)" if e.pipe is None else "unconditional latent model"),
+                    "pixel DDPM (stage 1)" if e.is_pixel_model else "unconditional latent model"),
                 "text": e.has_text, "step": e.step, "size": e.image_size,
                 "timesteps": e.num_timesteps, "samplers": list(SAMPLERS),
                 "defaults": {**vars(Settings()), "guidance": e.default_guidance},

@@ -10,8 +10,8 @@
     similarity a text against a few held-out images through the checkpoint's CLIP (point 15)
 
 Generate gives exactly the images of `python sample.py --ckpt CKPT --n N --seed SEED ...` with the
-same settings: the same noise per seed (diffusion.pipeline.generate / generate_pixels), one batch,
-and recording the trajectory and the attention weights does not change a bit of the result.
+same settings: the same function (diffusion.pipeline.generate), the same noise per seed, one
+batch, and recording the trajectory and the attention weights does not change a bit of the result.
 """
 
 from __future__ import annotations
@@ -23,16 +23,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from common.checkpoints import load_checkpoint
 from data.images import load_square_image, to_tensor
 from data.latents import load_latents
-from diffusion import make_sampler, visited_timesteps
-from diffusion.pipeline import (generate, generate_pixels, pixel_model_from_state,
-                                text_to_image_from_state)
+from diffusion.pipeline import checkpoint_problem, generate, pipeline_from_state
+from diffusion.sampling import make_sampler, visited_timesteps
 from models.attention import AttentionRecorder
 from models.clip import load_clip
 from models.clip_eval import caption_keys, embed_latents, embed_texts
-from models.tokenizer import split_words
-from training.checkpoints import load_checkpoint
 
 SWEEP_SCALES = (0.0, 1.0, 3.0, 7.0)   # the guidance sweep: unconditional, plain, default, strong
 TRAJECTORY_STEPS = 50                 # the most steps of the way kept per image
@@ -97,19 +95,11 @@ class Explorer:
     """A loaded checkpoint (stage 1 or stage 4) and the computations of the page."""
 
     def __init__(self, ckpt: str | Path, device="cpu", clip: str | None = None):
-        state = load_checkpoint(ckpt, kind=("ddpm", "ldm"))
+        state = load_checkpoint(ckpt, kind=("ddpm", "ldm"), check=checkpoint_problem)
         self.device, self.ckpt = torch.device(device), str(ckpt)
-        self.pipe = self.pixel_unet = None
-        if state["kind"] == "ddpm":      # stage 1: a pixel DDPM, no text
-            self.pixel_unet, self.ddpm = pixel_model_from_state(state, self.device)
-            self.image_size = state["config"]["image_size"]
-            self.default_guidance = 1.0
-        else:                            # stage 4: latent diffusion, usually with text
-            self.pipe = text_to_image_from_state(state, self.device)
-            self.ddpm = self.pipe.scheduler
-            C, h, w = self.pipe.latent_shape
-            self.image_size = h * self.pipe.vae.downsampling_factor
-            self.default_guidance = float(self.pipe.config["guidance"])
+        self.pipe = pipeline_from_state(state, self.device)   # stage 1 (pixels) or stage 4
+        self.image_size = self.pipe.image_size
+        self.default_guidance = float(self.pipe.config.get("guidance", 1.0))
         self.step = state["step"]
         self.clip, self.clip_note, self.held_out = None, "", None
         if self.has_text:
@@ -117,11 +107,15 @@ class Explorer:
 
     @property
     def has_text(self) -> bool:
-        return self.pipe is not None and self.pipe.text is not None
+        return self.pipe.text is not None
+
+    @property
+    def is_pixel_model(self) -> bool:
+        return self.pipe.vae is None
 
     @property
     def num_timesteps(self) -> int:
-        return self.ddpm.num_train_timesteps
+        return self.pipe.scheduler.num_train_timesteps
 
     def vocabulary(self) -> list[str]:
         return list(self.pipe.text.tokenizer.vocabulary) if self.has_text else []
@@ -129,53 +123,42 @@ class Explorer:
     # ---- the model calls ----------------------------------------------------------------------
 
     def sampler(self, settings: Settings):
-        """The scheduler of the settings (ValueError for a step count the model lacks)."""
-        return make_sampler(self.ddpm, settings.sampler, settings.steps)
+        """(scheduler, eta) of the settings (a ValueError for a step count the model lacks)."""
+        return make_sampler(self.pipe.scheduler, settings.sampler, settings.steps,
+                            eta=settings.eta)
 
     def model_calls(self, settings: Settings, strength: float = 1.0) -> int:
         """The sampling steps one image of these settings takes (the progress bar's length)."""
-        return len(visited_timesteps(self.sampler(settings), strength))
+        return len(visited_timesteps(self.sampler(settings)[0], strength))
 
     def _sample(self, settings: Settings, seeds: list[int], guidance: float, on_step=None,
                 x_init: torch.Tensor | None = None, strength: float = 1.0,
                 record: bool = True) -> Result:
         """One batch, image i from seeds[i], as sample.py draws it; the way kept when `record`."""
-        scheduler = self.sampler(settings)
-        eta = settings.eta if settings.sampler != "ddpm" else 0.0   # sample.py's rule
+        scheduler, eta = self.sampler(settings)
         visited = visited_timesteps(scheduler, strength)
         shown = kept_steps(visited) if record else None
         generator = torch.Generator().manual_seed(settings.seed)  # stochastic steps' noise
         recorder = None
-        if self.pipe is None:
-            images, way = generate_pixels(self.pixel_unet, scheduler, len(seeds), self.image_size,
-                                          generator, eta=eta, x_init=x_init, strength=strength,
-                                          trajectory_steps=shown or [], on_step=on_step)
-            decode = lambda x: x  # noqa: E731  pixels are their own image
-        else:
-            C, h, w = self.pipe.latent_shape
-            if self.has_text and record:
-                index = {t: i for i, t in enumerate(visited)}
-                recorder = AttentionRecorder(self.pipe.unet, len(seeds), (h, w),
-                                             keep_calls=[index[t] for t in shown])
-            try:
-                images, way = generate(
-                    self.pipe, [settings.prompt] * len(seeds), seeds, guidance, scheduler,
-                    negative_prompt=settings.negative_prompt, eta=eta, generator=generator,
-                    x_init=x_init, strength=strength, trajectory_steps=shown or [],
-                    recorder=recorder, on_step=on_step, decode_trajectory=False)
-            finally:
-                if recorder is not None:
-                    recorder.close()
-            decode = lambda z: self.pipe.vae.decode(z / self.pipe.scale_factor).float().cpu()  # noqa: E731
-        labels = ([f"seed {s}" for s in seeds] if self.pipe is not None else  # one batch, one seed
-                  [f"seed {settings.seed}, image {j + 1}" for j in range(len(seeds))])
-        result = Result(settings, images, labels,
-                        list(seeds) if self.pipe is not None else [settings.seed] * len(seeds))
+        if self.has_text and record:
+            index = {t: i for i, t in enumerate(visited)}
+            C, h, w = self.pipe.sample_shape
+            recorder = AttentionRecorder(self.pipe.unet, len(seeds), (h, w),
+                                         keep_calls=[index[t] for t in shown])
+        try:
+            images, way = generate(
+                self.pipe, [settings.prompt] * len(seeds), seeds, guidance, scheduler,
+                negative_prompt=settings.negative_prompt, eta=eta, generator=generator,
+                x_init=x_init, strength=strength, trajectory_steps=shown, recorder=recorder,
+                on_step=on_step)
+        finally:
+            if recorder is not None:
+                recorder.close()
+        result = Result(settings, images, [f"seed {s}" for s in seeds], list(seeds))
         if way:
             result.steps = [int(t) for t, _, _ in way]
-            with torch.no_grad():
-                result.x_t = torch.stack([decode(x_t).cpu() for _, x_t, _ in way])   # (K, N, 3, S, S)
-                result.x0 = torch.stack([decode(x0).cpu() for _, _, x0 in way])
+            result.x_t = torch.stack([self.pipe.decode(x_t) for _, x_t, _ in way])  # (K, N, 3, S, S)
+            result.x0 = torch.stack([self.pipe.decode(x0) for _, _, x0 in way])
             result.x0_model = torch.stack([x0.cpu() for _, _, x0 in way])          # (K, N, C, h, w)
         if recorder is not None and recorder.count:
             result.attention, result.attention_mean = recorder.step_maps(), recorder.maps()
@@ -183,14 +166,12 @@ class Explorer:
         return result
 
     def tokens(self, prompt: str) -> list[dict]:
-        """The prompt as the text encoder reads it: <bos>, the words (cut at max_length), <eos>;
-        a word outside the vocabulary is read as <unk> and marked known=False."""
+        """The prompt as the text encoder reads it (Tokenizer.tokens); a word outside the
+        vocabulary is read as <unk> and marked known=False."""
         tokenizer = self.pipe.text.tokenizer
         unknown = set(tokenizer.unknown_words(prompt))
-        words = split_words(prompt)[:tokenizer.max_length - 2]
-        return ([{"word": "<bos>", "known": True}]
-                + [{"word": w, "known": w not in unknown} for w in words]
-                + [{"word": "<eos>", "known": True}])
+        return [{"word": token, "known": token not in unknown}
+                for token in tokenizer.tokens(prompt)]
 
     def generate(self, settings: Settings, on_step=None) -> Result:
         """[P7] settings.n images, seeds seed .. seed + n - 1 (sample.py --n N --seed SEED)."""
@@ -215,10 +196,7 @@ class Explorer:
         """[P8] SDEdit (Meng et al. 2022): an uploaded image (1, 3, S, S) in [-1, 1], from
         read_upload, noised to step strength * T in closed form, then denoised with the settings
         (sample.py --init-image FILE --strength S)."""
-        x = image.to(self.device)                                        # (1, 3, S, S)
-        if self.pipe is not None:   # into latent space, as sample.py does
-            with torch.no_grad():
-                x = self.pipe.vae.encode(x).mean * self.pipe.scale_factor
+        x = self.pipe.encode(image.to(self.device))   # (1, C, h, w): latents, as sample.py does
         return self._sample(settings, [settings.seed + j for j in range(settings.n)],
                             settings.guidance, on_step, x_init=x, strength=strength)
 

@@ -177,7 +177,7 @@ class AttentionRecorder:
     resolution. [P16]
 
         recorder = AttentionRecorder(unet, batch=B, latent_hw=(h, w))   # switches recording on
-        ...after every model call: recorder.collect()
+        ...after every model call: recorder.collect(rows)                # the conditional rows
         maps = recorder.maps()                                           # (B, L, h, w)
         recorder.close()                                                 # stops keeping weights
 
@@ -194,13 +194,13 @@ class AttentionRecorder:
         self.batch, self.latent_hw, self.total, self.count = batch, latent_hw, None, 0
         self.keep_calls, self.calls, self.kept = set(keep_calls), 0, []
 
-    def collect(self) -> None:
-        """After a model call: add every layer's weights (the first `batch` rows: the
-        conditional branch of guidance)."""
+    def collect(self, rows: slice) -> None:
+        """After a model call: add every layer's weights at `rows`, the B rows of the conditional
+        branch in the model's batch (diffusion/guidance.py: conditional_rows)."""
         h, w = self.latent_hw
         keep, this_call = self.calls in self.keep_calls, 0
         for layer in self.layers:
-            weights = layer.last_weights[:self.batch].float().mean(1)    # (B, h_l*w_l, L) mean of heads
+            weights = layer.last_weights[rows].float().mean(1)           # (B, h_l*w_l, L) mean of heads
             factor = round((h * w / weights.shape[1]) ** 0.5)            # this layer's downsampling
             maps = weights.transpose(1, 2).reshape(self.batch, -1, h // factor, w // factor)
             maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)

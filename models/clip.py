@@ -29,11 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.checkpoints import entries_problem, load_checkpoint, load_weights
 from models.attention import Attention
 from models.tokenizer import Tokenizer
-from models.vae import AutoencoderKL, ResnetBlock, vae_from_state
-from training.checkpoints import load_checkpoint, load_weights
+from models.vae import AutoencoderKL, ResnetBlock, vae_config_problem, vae_from_state
 
+# The settings of train_clip.py's config that build the text encoder (stored again by train_ldm.py
+# as "text_config", the text encoder stage 4 reads) and the rest of the CLIP, with their types.
+TEXT_SETTINGS = {"text_width": int, "text_layers": int, "text_heads": int}
+IMAGE_SETTINGS = {"head_channels": int, "head_mult": list, "embed_dim": int}
 MAX_LOGIT_SCALE = 100.0
 INIT_LOGIT_SCALE = 1 / 0.07
 
@@ -188,6 +192,37 @@ def build_clip(cfg: dict, tokenizer: Tokenizer, latent_channels: int) -> CLIP:
     return CLIP(text, head, embed_dim=cfg["embed_dim"])
 
 
+class TextConditioner:
+    """Prompts -> (hidden (B, L, D), mask (B, L)) from the frozen text encoder: what the latent
+    diffusion UNet's cross-attention reads, in training and in sampling. [P14] [P16]"""
+
+    def __init__(self, text_encoder: TextEncoder, tokenizer: Tokenizer):
+        self.text_encoder, self.tokenizer = text_encoder.eval().requires_grad_(False), tokenizer
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], device, warn_unknown: bool = True):
+        ids, mask = self.tokenizer(prompts, warn_unknown=warn_unknown)
+        encoding = self.text_encoder(ids.to(device), mask.to(device))
+        return encoding.hidden, encoding.mask
+
+
+def text_conditioner_from_state(state: dict, device="cpu") -> TextConditioner:
+    """The frozen text encoder a checkpoint stores as text_encoder, tokenizer and text_config
+    (train_ldm.py's), on `device`."""
+    tokenizer = Tokenizer.from_state_dict(state["tokenizer"])
+    encoder = build_text_encoder(state["text_config"], tokenizer)
+    load_weights(encoder, state["text_encoder"], "the text encoder")
+    return TextConditioner(encoder.to(device), tokenizer)
+
+
+def text_state(clip: "TrainedCLIP") -> dict:
+    """What a checkpoint stores of a CLIP's text side, to rebuild it with
+    text_conditioner_from_state: the text encoder's weights, the tokenizer and its settings."""
+    return {"text_encoder": clip.clip.text_encoder.state_dict(),
+            "tokenizer": clip.tokenizer.state_dict(),
+            "text_config": {name: clip.config[name] for name in TEXT_SETTINGS}}
+
+
 @dataclass
 class TrainedCLIP:
     """A train_clip.py checkpoint, loaded: everything needed to embed images and texts."""
@@ -200,9 +235,17 @@ class TrainedCLIP:
     step: int                   # the optimizer steps it was trained for
 
 
+def clip_checkpoint_problem(state: dict) -> str | None:
+    """What a "clip" checkpoint lacks to be rebuilt (load_checkpoint's check), or None."""
+    return (entries_problem(state, {"config": dict, "step": int, "model": dict, "tokenizer": dict,
+                                    "vae": dict, "vae_config": dict, "scale_factor": float}, "it")
+            or entries_problem(state["config"], {**TEXT_SETTINGS, **IMAGE_SETTINGS}, "its config")
+            or vae_config_problem(state["vae_config"], "its vae_config"))
+
+
 def load_clip(path, device="cpu") -> TrainedCLIP:
     """A train_clip.py checkpoint -> TrainedCLIP, models on `device` in eval mode and frozen."""
-    state = load_checkpoint(path, kind="clip")
+    state = load_checkpoint(path, kind="clip", check=clip_checkpoint_problem)
     tokenizer = Tokenizer.from_state_dict(state["tokenizer"])
     vae = vae_from_state(state["vae"], state["vae_config"], device)
     clip = build_clip(state["config"], tokenizer, vae.latent_channels)

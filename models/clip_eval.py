@@ -23,7 +23,7 @@ candidates in a batch (the top-1 rate of a random ranking).
 
 import torch
 
-from data.captions import full_caption
+from data.captions import full_caption, nameable_attributes
 from models.clip import CLIP
 from models.tokenizer import Tokenizer
 
@@ -53,13 +53,6 @@ def row_dict(names: list[str], row) -> dict[str, bool]:
     return {name: float(value) > 0 for name, value in zip(names, row)}
 
 
-def zero_shot_attributes(names: list[str]) -> list[str]:
-    """The attributes whose presence changes a full caption (others cannot be asked about)."""
-    base = {name: False for name in names}
-    return [name for name in names
-            if full_caption({**base, name: True}) != full_caption({**base, name: False})]
-
-
 @torch.no_grad()
 def zero_shot_accuracy(clip: CLIP, tokenizer: Tokenizer, image_vectors: torch.Tensor,
                        attributes: torch.Tensor, names: list[str]) -> dict[str, dict]:
@@ -68,7 +61,7 @@ def zero_shot_accuracy(clip: CLIP, tokenizer: Tokenizer, image_vectors: torch.Te
     device = image_vectors.device
     rows = [row_dict(names, row) for row in attributes.tolist()]
     results = {}
-    for a in zero_shot_attributes(names):
+    for a in nameable_attributes(names):
         with_a = [full_caption({**row, a: True}) for row in rows]
         without_a = [full_caption({**row, a: False}) for row in rows]
         # cos(image, caption with a) - cos(image, caption without a) > 0  <=>  predict "present"

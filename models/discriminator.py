@@ -24,10 +24,25 @@ the same norm as the rest of this project. Convs followed by a norm have no bias
 bias replaces it).
 """
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
-NUM_GROUPS = 32  # GroupNorm groups; 2 * base_channels must divide by it
+from models.unet import NUM_GROUPS  # GroupNorm groups; 2 * base_channels must divide by it
+
+
+def discriminator_problems(c: Mapping) -> list[tuple[str, str]]:
+    """[P11] The PatchGAN: a positive width that GroupNorm divides twice over, and few enough
+    stride-2 layers that the image still gives a map of patches (image_size / 2^layers >= 3)."""
+    if c["disc_channels"] < 1 or (2 * c["disc_channels"]) % NUM_GROUPS:
+        return [("disc_channels", f"{c['disc_channels']}: expected a positive multiple of "
+                                  f"{NUM_GROUPS // 2} (GroupNorm's {NUM_GROUPS} groups divide "
+                                  "twice that)")]
+    if c["disc_layers"] < 1 or c["image_size"] // 2 ** c["disc_layers"] < 3:
+        return [("disc_layers", f"{c['disc_layers']}: expected 1 or more, and at most "
+                                f"log2(image_size / 3) for {c['image_size']}x{c['image_size']}")]
+    return []
 
 
 class PatchDiscriminator(nn.Module):

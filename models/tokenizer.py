@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import torch
 
-from data import warn
+from common.errors import warn
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3
@@ -66,6 +66,11 @@ class Tokenizer:
         """The words of text that are not in the vocabulary, in order, each once."""
         return list(dict.fromkeys(w for w in split_words(text) if w not in self.ids))
 
+    def tokens(self, text: str) -> list[str]:
+        """The text as the text encoder reads it, one entry per position: <bos>, its words (cut
+        at max_length), <eos>. Unknown words stay as they are written (they are read as <unk>)."""
+        return [BOS] + split_words(text)[:self.max_length - 2] + [EOS]
+
     def encode(self, text: str, warn_unknown: bool = True) -> list[int]:
         """One text -> [<bos>, word ids..., <eos>], at most max_length ids (longer text is cut,
         with a warning). Unknown words become <unk> and are named in a warning (once per word)."""
@@ -76,12 +81,10 @@ class Tokenizer:
                 warn(f"not in the vocabulary, read as {UNK}: {', '.join(repr(w) for w in new)} "
                      f"(in the prompt {text!r})")
         words = split_words(text)
-        if len(words) > self.max_length - 2:
-            if warn_unknown:
-                warn(f"the prompt {text!r} has {len(words)} words; only the first "
-                     f"{self.max_length - 2} are used")
-            words = words[:self.max_length - 2]
-        return [self.bos_id] + [self.ids.get(w, self.unk_id) for w in words] + [self.eos_id]
+        if len(words) > self.max_length - 2 and warn_unknown:
+            warn(f"the prompt {text!r} has {len(words)} words; only the first "
+                 f"{self.max_length - 2} are used")
+        return [self.ids.get(token, self.unk_id) for token in self.tokens(text)]
 
     def __call__(self, texts: list[str], warn_unknown: bool = True
                  ) -> tuple[torch.Tensor, torch.Tensor]:

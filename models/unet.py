@@ -17,6 +17,8 @@ the text encoder's hidden states (B, L, context_dim) through forward(x, t, conte
 attention_levels=(1, 2) puts self-attention at 16x16 and 8x8 for a 32x32 input, pixels or latents.
 """
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,12 +26,62 @@ from torch import nn
 from models.attention import SpatialSelfAttention, SpatialTransformer
 from models.embeddings import TimestepEmbedding
 
+NUM_GROUPS = 32  # GroupNorm groups in the UNet, the autoencoder and the discriminator
+NUM_HEADS = 4    # attention heads, when a config does not say (stage-1 configs before num_heads)
+# The settings of a stage's config that build_unet reads: the UNet's arguments, with their types
+# (a checkpoint's stored config is checked against them when it is loaded).
+UNET_SETTINGS = {"base_channels": int, "channel_mult": list, "num_res_blocks": int,
+                 "attention_levels": list, "dropout": float}
+
+
+def widths_problems(c: Mapping, resolution: int | None, what: str) -> list[tuple[str, str]]:
+    """base_channels, channel_mult and the resolution they work at: at least one level, widths
+    that GroupNorm's groups divide, and a resolution that halves evenly down to the last level.
+    Problems as (setting, "value: what was expected") (common/config.py: require_valid)."""
+    mult = list(c["channel_mult"])
+    if not mult or not all(isinstance(m, int) and m > 0 for m in mult):
+        return [("channel_mult", f"{' '.join(map(str, mult)) or '(empty)'}: expected one "
+                                 "positive multiplier per level, at least one level")]
+    problems = []
+    widths = [c["base_channels"]] + [c["base_channels"] * m for m in mult]
+    if any(width % NUM_GROUPS for width in widths):
+        problems.append(("base_channels", f"{c['base_channels']}: GroupNorm's {NUM_GROUPS} groups "
+                         f"must divide every width of the {what} (base_channels x channel_mult "
+                         f"= {widths[1:]}); expected a multiple of {NUM_GROUPS}"))
+    factor = 2 ** (len(mult) - 1)
+    if resolution is not None and resolution % factor:
+        problems.append(("channel_mult", f"{' '.join(map(str, mult))}: {len(mult)} levels halve "
+                         f"the size {len(mult) - 1} times, which {resolution}x{resolution} "
+                         f"does not allow (it must be divisible by {factor})"))
+    return problems
+
+
+def unet_problems(c: Mapping, resolution: int | None) -> list[tuple[str, str]]:
+    """[P5] The UNet's settings: widths, levels with attention, heads that divide their widths,
+    dropout a probability. The one set of checks: the UNet's constructor raises the first."""
+    problems = widths_problems(c, resolution, "UNet")
+    if problems:
+        return problems
+    levels = len(c["channel_mult"])
+    if not all(0 <= level < levels for level in c["attention_levels"]):
+        return [("attention_levels", f"{' '.join(map(str, c['attention_levels']))}: levels run "
+                                     f"from 0 to {levels - 1}")]
+    heads = c.get("num_heads", NUM_HEADS)
+    attended = {c["base_channels"] * c["channel_mult"][level]
+                for level in [*c["attention_levels"], levels - 1]}  # the middle block attends too
+    if heads < 1 or any(width % heads for width in attended):
+        problems.append(("num_heads", f"{heads}: must divide the width of every level with "
+                                      f"attention ({sorted(attended)})"))
+    if not 0 <= c["dropout"] < 1:
+        problems.append(("dropout", f"{c['dropout']}: expected a probability, 0 <= p < 1"))
+    return problems
+
 
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-Conv, + time embedding, GroupNorm-SiLU-Dropout-Conv, + skip path. [P5]"""
 
     def __init__(self, in_channels: int, out_channels: int, time_dim: int, dropout: float = 0.0,
-                 num_groups: int = 32):
+                 num_groups: int = NUM_GROUPS):
         super().__init__()
         self.in_layers = nn.Sequential(
             nn.GroupNorm(num_groups, in_channels), nn.SiLU(),
@@ -112,26 +164,20 @@ class UNet(nn.Module):
         num_res_blocks: int = 2,            # ResBlocks per level going down (one more going up)
         attention_levels: tuple = (1,),     # level indices with self-attention (0 = full resolution)
         dropout: float = 0.0,               # dropout inside the ResBlocks (DDPM: 0.1 on CIFAR-10)
-        num_heads: int = 4,                 # attention heads; must divide the width of attended levels
-        num_groups: int = 32,               # GroupNorm groups; must divide every width of the UNet
+        num_heads: int = NUM_HEADS,         # attention heads; must divide the width of attended levels
         context_dim: int | None = None,     # width of the text tokens; None = unconditional [P16]
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         num_levels = len(channel_mult)
         level_channels = [base_channels * mult for mult in channel_mult]
-        for channels in [base_channels] + level_channels:
-            if channels % num_groups != 0:
-                raise ValueError(f"num_groups={num_groups} must divide every width of the UNet, "
-                                 f"base_channels={base_channels} times each of channel_mult="
-                                 f"{tuple(channel_mult)}, but not {channels}")
-        for level in attention_levels:
-            if not 0 <= level < num_levels:
-                raise ValueError(f"attention level {level} does not exist: levels run from 0 "
-                                 f"to {num_levels - 1}")
-            if level_channels[level] % num_heads != 0:
-                raise ValueError(f"num_heads={num_heads} must divide the {level_channels[level]} "
-                                 f"channels of attention level {level}")
+        problems = unet_problems(dict(base_channels=base_channels, channel_mult=channel_mult,
+                                      attention_levels=attention_levels, num_heads=num_heads,
+                                      dropout=dropout), resolution=None)
+        if problems:
+            name, message = problems[0]
+            raise ValueError(f"{name} {message}")
+        num_groups = NUM_GROUPS
         self.downsampling_factor = 2 ** (num_levels - 1)
         time_dim = 4 * base_channels  # DDPM: the time embedding is 4x the base width
         self.context_dim = context_dim
@@ -230,7 +276,7 @@ class UNet(nn.Module):
 def build_unet(cfg: dict, in_channels: int, context_dim: int | None = None) -> UNet:
     """The UNet a stage's config describes (train_unconditional.py: pixels, in_channels 3;
     train_ldm.py: latents, with context_dim for text). Rebuilt from a checkpoint's "config"."""
-    return UNet(in_channels=in_channels, base_channels=cfg["base_channels"],
-                channel_mult=tuple(cfg["channel_mult"]), num_res_blocks=cfg["num_res_blocks"],
-                attention_levels=tuple(cfg["attention_levels"]), dropout=cfg["dropout"],
-                num_heads=cfg.get("num_heads", 4), context_dim=context_dim)
+    settings = {name: tuple(cfg[name]) if kind is list else cfg[name]
+                for name, kind in UNET_SETTINGS.items()}
+    return UNet(in_channels=in_channels, num_heads=cfg.get("num_heads", NUM_HEADS),
+                context_dim=context_dim, **settings)

@@ -22,13 +22,17 @@ models/perceptual.py, models/discriminator.py.
 import torch
 from torch import nn
 
-from diffusion.ddpm import gaussian_noise_like
+from common.checkpoints import entries_problem, load_checkpoint, load_weights
+from common.config import stored_problem
+from common.errors import CheckpointError
+from common.randomness import gaussian_noise_like
 from models.attention import SpatialSelfAttention
-from models.unet import Downsample, Upsample
-from training.checkpoints import load_checkpoint, load_weights
-from training.errors import CheckpointError
+from models.unet import NUM_GROUPS, Downsample, Upsample, widths_problems
 
-NUM_GROUPS = 32  # GroupNorm groups in every block: base_channels * each channel_mult must divide by it
+# The settings of train_vae.py's config that build_vae reads: the autoencoder's arguments, with
+# their types (a checkpoint's stored config is checked against them), and the image size.
+VAE_SETTINGS = {"base_channels": int, "channel_mult": list, "num_res_blocks": int,
+                "latent_channels": int, "attention": bool}
 
 
 class ResnetBlock(nn.Module):
@@ -151,11 +155,11 @@ class AutoencoderKL(nn.Module):
         dropout: float = 0.0,               # dropout inside the ResnetBlocks
     ):
         super().__init__()
-        for mult in channel_mult:
-            if (base_channels * mult) % NUM_GROUPS != 0:
-                raise ValueError(f"GroupNorm's {NUM_GROUPS} groups must divide every width, "
-                                 f"base_channels={base_channels} times each of channel_mult="
-                                 f"{tuple(channel_mult)}, but not {base_channels * mult}")
+        problems = widths_problems(dict(base_channels=base_channels, channel_mult=channel_mult),
+                                   resolution=None, what="autoencoder")
+        if problems:
+            name, message = problems[0]
+            raise ValueError(f"{name} {message}")
         self.latent_channels = latent_channels
         self.downsampling_factor = 2 ** (len(channel_mult) - 1)  # f: H, W of z = H, W of x / f
         parts = dict(base_channels=base_channels, channel_mult=tuple(channel_mult),
@@ -194,9 +198,8 @@ class AutoencoderKL(nn.Module):
 
 def build_vae(cfg: dict) -> AutoencoderKL:
     """The autoencoder a train_vae.py config describes (later stages rebuild it from a checkpoint)."""
-    return AutoencoderKL(base_channels=cfg["base_channels"], channel_mult=tuple(cfg["channel_mult"]),
-                         num_res_blocks=cfg["num_res_blocks"],
-                         latent_channels=cfg["latent_channels"], attention=cfg["attention"])
+    return AutoencoderKL(**{name: tuple(cfg[name]) if kind is list else cfg[name]
+                            for name, kind in VAE_SETTINGS.items()})
 
 
 def vae_from_state(weights: dict, cfg: dict, device="cpu") -> AutoencoderKL:
@@ -206,9 +209,23 @@ def vae_from_state(weights: dict, cfg: dict, device="cpu") -> AutoencoderKL:
     return vae.to(device).eval().requires_grad_(False)
 
 
+def vae_config_problem(config: dict, where: str = "its config") -> str | None:
+    """What keeps a stored train_vae.py config from rebuilding its autoencoder, or None."""
+    problem = entries_problem(config, {**VAE_SETTINGS, "image_size": int}, where)
+    if problem is None:
+        problem = stored_problem(widths_problems(config, config["image_size"], "autoencoder"))
+    return problem
+
+
+def vae_checkpoint_problem(state: dict) -> str | None:
+    """What a "vae" checkpoint lacks to be rebuilt (load_checkpoint's check), or None."""
+    return (entries_problem(state, {"config": dict, "step": int, "model": dict}, "it")
+            or vae_config_problem(state["config"]))
+
+
 def load_vae(path, device="cpu") -> tuple[AutoencoderKL, float, dict]:
     """A finished train_vae.py checkpoint -> (frozen autoencoder, scale_factor, config)."""
-    state = load_checkpoint(path, kind="vae")
+    state = load_checkpoint(path, kind="vae", check=vae_checkpoint_problem)
     if state.get("scale_factor") is None:
         raise CheckpointError(f"checkpoint {path}: the autoencoder's training has not finished "
                               "(no scale factor yet); finish it with train_vae.py --resume")

@@ -1,9 +1,30 @@
-"""Fixtures shared by the test modules of stages 3 and 4: a briefly trained autoencoder, CLIP
-and text-to-image model, each trained once per session."""
+"""What the test modules share: `run`, which runs a program of the project as a user does (a
+subprocess in the repository, one thread), the tiny stage-1 settings TINY, and the session's
+briefly trained autoencoder, CLIP and text-to-image model, each trained once per session."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tests.test_scripts import run
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--data", "synthetic:64", "--image-size", "16", "--base-channels", "32",
+        "--channel-mult", "1", "2", "--num-res-blocks", "1", "--attention-levels", "1",
+        "--batch-size", "8", "--num-samples", "4", "--sample-steps", "4", "--sample-every", "0",
+        "--log-every", "1", "--device", "cpu", "--warmup-steps", "2", "--lr", "1e-3"]
+
+
+def run(args, check=True, **kwargs):
+    """Run `python ARGS...` in the repository with one thread, as a user runs a program; an
+    AssertionError with the end of its output when it fails (unless check=False)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import bench_parts, bench_unet  # noqa: E402
-from benchmarks.common import (MODEL_CONFIGS, alternating_seconds, conv_reference,  # noqa: E402
-                               count_gflop, paired_seconds)
+from benchmarks.common import (  # noqa: E402
+    MODEL_CONFIGS,
+    alternating_seconds,
+    conv_reference,
+    count_gflop,
+    paired_seconds,
+)
 from models.attention import Attention  # noqa: E402
 
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from data.captions import nameable_attributes
 from models.clip import CLIP, ImageHead, TextEncoder, clip_loss
-from models.clip_eval import retrieval_accuracy, zero_shot_attributes
+from models.clip_eval import retrieval_accuracy
 from models.tokenizer import SPECIAL_TOKENS, Tokenizer, split_words
-from tests.test_scripts import ROOT, run
+from tests.conftest import run
 
 CAPTIONS = ["a photo of a smiling man with glasses", "a woman with blond hair, wearing a hat",
             "the face of a bald-headed man"]
@@ -145,8 +146,8 @@ def test_retrieval_counts_a_caption_of_the_same_feature_set_as_right():
 
 def test_zero_shot_asks_about_every_attribute_a_caption_can_name():
     from data.synthetic import SYNTHETIC_ATTRIBUTES
-    assert zero_shot_attributes(list(SYNTHETIC_ATTRIBUTES)) == list(SYNTHETIC_ATTRIBUTES)
-    assert zero_shot_attributes(["Male", "Attractive", "Blurry", "No_Beard"]) == \
+    assert nameable_attributes(list(SYNTHETIC_ATTRIBUTES)) == list(SYNTHETIC_ATTRIBUTES)
+    assert nameable_attributes(["Male", "Attractive", "Blurry", "No_Beard"]) == \
         ["Male", "Attractive", "Blurry", "No_Beard"]
 
 

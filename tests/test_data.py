@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from data import DataError, load_dataset
+from common.errors import DataError
 from data import cache as cache_module
-from data.images import load_square_image
+from data import load_dataset
 from data.celeba import CELEBA_ATTRIBUTES, read_attributes
+from data.images import load_square_image
 
 
 def make_celeba(root, n=6, partition=(0, 0, 0, 0, 1, 2), seed=0):

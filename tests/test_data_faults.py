@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import DataError, load_dataset
+from common.errors import DataError
 from data import cache as cache_module
+from data import load_dataset
 from data.celeba import read_attributes, read_partition
-from data.images import load_square_image
 from data.imagefolder import read_metadata
+from data.images import load_square_image
 from tests.test_data import make_celeba, make_imagefolder
-from tests.test_scripts import run
+from tests.conftest import run
 
 
 def one_line(error) -> str:

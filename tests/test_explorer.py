@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from tests import webdriver
-from tests.test_scripts import ROOT, TINY, run
+from tests.conftest import ROOT, TINY, run
 
 PROMPT = "a photo of a smiling woman with blond hair"
 
@@ -259,8 +259,8 @@ def test_the_pixel_page_image_equals_sample_py_bit_for_bit(pixel_server, pixel_c
     run(["sample.py", "--ckpt", str(pixel_ckpt), "--n", "3", "--seed", "9", "--sampler", "ddim",
          "--steps", "5", "--eta", "1", "--device", "cpu", "--out", str(tmp_path / "grid.png"),
          "--out-dir", str(tmp_path)])
-    files = sorted(tmp_path.glob("000*_seed9.png"))
-    assert len(files) == 3
+    files = sorted(tmp_path.glob("000*_unconditional_seed*.png"))  # image j: seed 9 + j
+    assert [f.name for f in files] == [f"{j:04d}_unconditional_seed{9 + j}.png" for j in range(3)]
     for image, file in zip(state["result"]["images"], files):
         assert np.array_equal(pixels(call(pixel_server, image["url"])[1]),
                               np.asarray(Image.open(file).convert("RGB"))), file
@@ -280,10 +280,10 @@ def test_trajectory_and_attention_per_word_at_each_step(session):
     settings = Settings(prompt="a smiling man with zzyzx", sampler="ddim", steps=6, guidance=3.0,
                         seed=0, n=2)
     result = session.generate(settings)
-    assert result.steps == session.sampler(settings).timesteps.tolist()     # all 6 steps kept
+    assert result.steps == session.sampler(settings)[0].timesteps.tolist()  # all 6 steps kept
     assert result.x_t.shape == (6, 2, 3, 32, 32) and result.x0.shape == (6, 2, 3, 32, 32)
     assert torch.equal(result.x_t[0], session.pipe.vae.decode(torch.stack([
-        torch.randn(session.pipe.latent_shape, generator=torch.Generator().manual_seed(s))
+        torch.randn(session.pipe.sample_shape, generator=torch.Generator().manual_seed(s))
         for s in (0, 1)]) / session.pipe.scale_factor))                     # x_T: the seeds' noise
     # attention: softmax over the tokens, so every position's weights sum to 1 at every step
     K, N, L, h, w = result.attention.shape
@@ -324,9 +324,9 @@ def test_the_sweep_is_generate_at_each_guidance(session):
 
 
 def test_clip_similarity_is_the_cosine_of_the_two_embeddings(ldm_server, ldm_run):
+    from common.checkpoints import load_checkpoint
     from models.clip import load_clip
     from models.clip_eval import embed_latents, embed_texts
-    from training.checkpoints import load_checkpoint
     status, answer = call(ldm_server, "/api/similarity", {"text": "a smiling woman zzyzx"})
     assert status == 200 and answer["unknown"] == ["zzyzx"]
     clip_path = load_checkpoint(ldm_run / "checkpoint.pt", kind="ldm")["config"]["clip"]

@@ -15,8 +15,7 @@ from models import UNet
 from models.attention import Attention, SpatialTransformer
 from models.metrics import frechet_distance
 from tests.conftest import TINY_LDM
-from tests.test_scripts import run
-
+from tests.conftest import run
 
 # ---- Cross-attention [P16] -----------------------------------------------------------------
 
@@ -158,10 +157,10 @@ def test_a_self_contained_checkpoint_samples_with_the_other_files_gone(ldm_run, 
 
 def test_the_prompt_reaches_the_prediction_of_a_trained_checkpoint(ldm_run):
     """Through the saved text encoder and UNet: guidance 0 ignores the prompt, guidance 5 not."""
-    from diffusion.pipeline import load_text_to_image
-    pipe = load_text_to_image(ldm_run / "checkpoint.pt")
+    from diffusion.pipeline import load_pipeline
+    pipe = load_pipeline(ldm_run / "checkpoint.pt")
     text, unet = pipe.text, pipe.unet
-    z = torch.randn(1, *pipe.latent_shape, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(1, *pipe.sample_shape, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([300])
     uncond = text([""], "cpu")
     with torch.no_grad():

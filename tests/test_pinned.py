@@ -14,7 +14,7 @@ from PIL import Image
 
 from diffusion import DDIMScheduler, DDPMScheduler, DPMSolverScheduler, sample
 from tests import fixed_checkpoints
-from tests.test_scripts import run
+from tests.conftest import run
 
 
 def dummy_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

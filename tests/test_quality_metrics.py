@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data.synthetic import SYNTHETIC_ATTRIBUTES, draw_face, sample_attributes
 from data.images import to_tensor
+from data.synthetic import SYNTHETIC_ATTRIBUTES, draw_face, sample_attributes
 from models.classifier import AttributeClassifier
 from models.metrics import (attribute_preservation, diversity_ratio, feature_statistics,
                             frechet_distance, mean_pairwise_distance)

@@ -14,10 +14,10 @@ import uuid
 import pytest
 import torch
 
-from tests.test_scripts import TINY, run
-from training import checkpoints
-from training.checkpoints import load_checkpoint, save_checkpoint
-from training.errors import CheckpointError, main_guard
+from common import checkpoints
+from common.checkpoints import load_checkpoint, save_checkpoint
+from common.errors import CheckpointError, main_guard
+from tests.conftest import TINY, run
 from training.run import StopFlag
 
 

@@ -87,8 +87,9 @@ def test_trajectory_has_the_requested_entries():
     scheduler = DDIMScheduler()
     x0 = torch.rand(SHAPE, generator=gen(12)) - 0.5
     steps = [950, 500, 0]
-    x, trajectory = sample(make_oracle(scheduler, x0), scheduler, noise(13), num_steps=20,
-                           trajectory_steps=steps, progress=False)
+    trajectory = []
+    sample(make_oracle(scheduler, x0), scheduler, noise(13), num_steps=20,
+           trajectory_steps=steps, trajectory=trajectory, progress=False)
     assert [t for t, _, _ in trajectory] == steps
     assert torch.equal(trajectory[0][1], noise(13))  # x_t at the first step is x_T
     for t, x_t, x0_pred in trajectory:
@@ -96,12 +97,13 @@ def test_trajectory_has_the_requested_entries():
         assert torch.allclose(x0_pred, x0, atol=1e-3)
     with pytest.raises(ValueError, match="trajectory_steps"):
         sample(make_oracle(scheduler, x0), scheduler, noise(13), num_steps=20,
-               trajectory_steps=[999], progress=False)
+               trajectory_steps=[999], trajectory=[], progress=False)
 
 
 def test_same_seed_same_images():
     scheduler = DDPMScheduler()
-    run = lambda seed: sample(Recorder(), scheduler, noise(14), generator=gen(seed), progress=False)
+    def run(seed):
+        return sample(Recorder(), scheduler, noise(14), generator=gen(seed), progress=False)
     assert torch.equal(run(15), run(15))
     assert not torch.allclose(run(15), run(16))
 

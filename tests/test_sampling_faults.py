@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tests.test_scripts import ROOT, run
+from tests.conftest import ROOT, run
 
 # evaluate.py at its smallest: 16 single-attribute prompts x 1 seed, a 5-step judge
 EVALUATE = ["evaluate.py", "--n", "1", "--unconditional", "8", "--combinations", "0",

@@ -21,12 +21,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from diffusion import DDPMScheduler, make_sampler
-from diffusion.pipeline import TextConditioner, TextToImage, generate
-from models.clip import TextEncoder
+from diffusion.pipeline import Pipeline, generate
+from models.clip import TextConditioner, TextEncoder
 from models.tokenizer import Tokenizer
 from models.unet import UNet
 from models.vae import AutoencoderKL
-from tests.test_scripts import ROOT, TINY, run
+from tests.conftest import ROOT, TINY, run
 from training import optim
 
 STAGE_SCRIPTS = ["train_unconditional", "train_vae", "train_clip", "train_ldm"]
@@ -78,7 +78,7 @@ def test_the_float64_check_catches_float64():
 
 # ---- Sampling: DDPM, DDIM and DPM-Solver++ with guidance and a negative prompt -----------------
 
-def tiny_text_to_image() -> TextToImage:
+def tiny_text_to_image() -> Pipeline:
     torch.manual_seed(0)
     tokenizer = Tokenizer.build(["a photo of a smiling woman", "a man with glasses"])
     encoder = TextEncoder(len(tokenizer), tokenizer.max_length, width=32, num_layers=1,
@@ -86,22 +86,22 @@ def tiny_text_to_image() -> TextToImage:
     unet = UNet(in_channels=3, base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                 attention_levels=(1,), num_heads=2, context_dim=32)
     vae = AutoencoderKL(base_channels=32, channel_mult=(1, 2), num_res_blocks=1)
-    return TextToImage(unet.eval(), vae.eval(), TextConditioner(encoder, tokenizer),
-                       scale_factor=0.8, latent_shape=(3, 8, 8))
+    return Pipeline(unet.eval(), (3, 8, 8), vae=vae.eval(),
+                    text=TextConditioner(encoder, tokenizer), scale_factor=0.8)
 
 
 @pytest.mark.parametrize("sampler, steps", [("ddpm", 1000), ("ddim", 4), ("dpm++", 4)])
 def test_sampling_makes_no_float64(sampler, steps):
     pipe = tiny_text_to_image()
     ddpm = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)  # built before the check
-    scheduler = make_sampler(ddpm, sampler, steps)
+    scheduler, eta = make_sampler(ddpm, sampler, steps, eta=1.0 if sampler == "ddim" else 0.0)
     if sampler == "ddpm":  # all T steps: a short run keeps the test fast; the step is the same
         scheduler.timesteps = scheduler.timesteps[-4:]
     generator = torch.Generator().manual_seed(0)
     with NoFloat64():
         images = generate(pipe, ["a photo of a smiling woman", "a man with glasses"], [0, 1],
                           guidance=3.0, scheduler=scheduler, negative_prompt="glasses",
-                          eta=1.0 if sampler == "ddim" else 0.0, generator=generator)
+                          eta=eta, generator=generator).images
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
 
 
@@ -304,7 +304,7 @@ def test_the_import_walk_sees_every_form_of_import(tmp_path):
 
 @pytest.mark.parametrize("script", ["sample", "evaluate"])
 def test_sample_and_evaluate_use_the_typed_config(script, capsys):
-    from training.config import parse_config
+    from common.config import parse_config
 
     module = importlib.import_module(script)
     cfg = parse_config(module.Config, ["--ckpt", "model.pt", "--n", "3", "--sampler", "dpm++"])
@@ -320,8 +320,8 @@ def test_sample_and_evaluate_use_the_typed_config(script, capsys):
 
 
 def test_a_repeated_prompt_flag_collects_every_prompt():
+    from common.config import parse_config
     from sample import Config
-    from training.config import parse_config
 
     cfg = parse_config(Config, ["--ckpt", "m.pt", "--prompt", "a bald man", "--prompt", ""])
     assert cfg.prompt == ("a bald man", "") and cfg.ema is True

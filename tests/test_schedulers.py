@@ -206,7 +206,8 @@ def test_video_form_of_the_reverse_step_equals_the_x0_route(schedule):
 def test_ddpm_step_noise_reproducible_and_absent_at_t0():
     sched = DDPMScheduler()
     x_t, out = images(8), images(9)
-    step = lambda t, seed: sched.step(out, t, x_t, generator=torch.Generator().manual_seed(seed))
+    def step(t, seed):
+        return sched.step(out, t, x_t, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(step(500, 1).prev_sample, step(500, 1).prev_sample)
     assert not torch.allclose(step(500, 1).prev_sample, step(500, 2).prev_sample)
     assert torch.equal(step(0, 1).prev_sample, step(0, 2).prev_sample)  # t = 0: no noise

@@ -17,25 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--data", "synthetic:64", "--image-size", "16", "--base-channels", "32",
-        "--channel-mult", "1", "2", "--num-res-blocks", "1", "--attention-levels", "1",
-        "--batch-size", "8", "--num-samples", "4", "--sample-steps", "4", "--sample-every", "0",
-        "--log-every", "1", "--device", "cpu", "--warmup-steps", "2", "--lr", "1e-3"]
-
+from tests.conftest import ROOT, TINY, run
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
-
-
-def run(args, check=True, **kwargs):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=300, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-    return result
 
 
 def losses(out: Path) -> dict[int, float]:
@@ -142,9 +128,9 @@ def test_two_processes_under_ddp_end_with_identical_weights(tmp_path, cache_dir)
 
 
 def test_vae_run_saves_an_autoencoder_that_round_trips_with_its_scale_factor(tmp_path, cache_dir):
+    from common.checkpoints import load_checkpoint
     from data import load_dataset
     from models.vae import build_vae
-    from training.checkpoints import load_checkpoint
 
     out = tmp_path / "vae"
     result = run(["train_vae.py", "--preset", "cpu", "--data", "synthetic:64", "--image-size", "32",

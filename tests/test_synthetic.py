@@ -6,9 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from data.synthetic import (
-    HAIR_COLOURS, SYNTHETIC_ATTRIBUTES, draw_face, face_layout, generate, main, sample_attributes,
-)
+from data.synthetic import (HAIR_COLOURS, SYNTHETIC_ATTRIBUTES, draw_face, face_layout, generate,
+                            main, sample_attributes)
 
 SIZE = 64
 SEEDS = [0, 1, 2]

@@ -7,23 +7,24 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from training import device as devices
-from training import optim, randomness, speed
-from training.batches import BatchSampler
-from training.checkpoints import load_checkpoint, save_checkpoint
-from training.config import opt, parse_config
+from common import device as devices
+from common import randomness
+from common.checkpoints import load_checkpoint, save_checkpoint
+from common.config import option, parse_config
+from common.errors import CheckpointError, ConfigError
+from training import optim, speed
+from training.batches import BatchOrder
 from training.ema import EMA
-from training.errors import CheckpointError, ConfigError
 from training.logger import MetricLogger
 
 
 @dataclass
 class TinyConfig:
-    steps: int = opt(10, "steps")
-    lr: float = opt(1e-3, "learning rate")
-    name: str = opt("run", "a name")
-    augment: bool = opt(True, "augment")
-    channel_mult: tuple = opt((1, 2), "multipliers")
+    steps: int = option(10, "steps")
+    lr: float = option(1e-3, "learning rate")
+    name: str = option("run", "a name")
+    augment: bool = option(True, "augment")
+    channel_mult: tuple = option((1, 2), "multipliers")
 
 
 def test_parse_config_types_presets_and_overrides():
@@ -43,20 +44,20 @@ def test_parse_config_rejects_bad_flags(argv, capsys):
 
 
 def test_batch_sampler_is_a_function_of_the_step_and_shards_ranks():
-    sampler = BatchSampler(n=103, batch_size=10, seed=7)
+    sampler = BatchOrder(n=103, batch_size=10, seed=7)
     assert sampler.steps_per_epoch == 10
     epoch = torch.cat([sampler(s) for s in range(10)])
     assert len(set(epoch.tolist())) == 100  # one epoch: no repeats, the last 3 dropped
-    again = BatchSampler(n=103, batch_size=10, seed=7)
+    again = BatchOrder(n=103, batch_size=10, seed=7)
     assert torch.equal(again(23), sampler(23))  # no hidden state: resume-safe
     assert not torch.equal(sampler(3), sampler(13))  # a fresh permutation each epoch
-    ranks = [BatchSampler(103, 10, 7, rank=r, world_size=2)(4) for r in range(2)]
+    ranks = [BatchOrder(103, 10, 7, rank=r, world_size=2)(4) for r in range(2)]
     assert sorted(torch.cat(ranks).tolist()) == sorted(sampler(4).tolist())
     assert not set(ranks[0].tolist()) & set(ranks[1].tolist())
     with pytest.raises(ConfigError, match="--batch-size 0"):
-        BatchSampler(103, 0, 7)
+        BatchOrder(103, 0, 7)
     with pytest.raises(ConfigError, match="divisible"):
-        BatchSampler(103, 9, 7, rank=0, world_size=2)
+        BatchOrder(103, 9, 7, rank=0, world_size=2)
 
 
 def test_ema_follows_the_closed_form():
@@ -213,7 +214,7 @@ def test_input_clock_reports_the_share_of_each_window(monkeypatch):
 
 
 def test_precision_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
-    import training.device as device_module
+    import common.device as device_module
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
     assert device_module.auto_precision(torch.device("cpu"))[0] == "bf16"
     assert device_module.auto_precision(torch.device("mps"))[0] == "fp32"

@@ -150,7 +150,8 @@ def test_p03_steps_of_almost_pure_noise():
               for schedule in ("linear", "cosine")}
     assert counts == {"linear": 327, "cosine": 65}
     # cosine closed form: alpha_bar_t = f(t + 1) / f(0), f(t) = cos^2((t / T + s) / (1 + s) pi / 2)
-    f = lambda t: math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2
+    def f(t):
+        return math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2
     assert sum(f(t + 1) / f(0) < 0.01 for t in range(T)) == 65
 
 
@@ -232,10 +233,10 @@ def test_p05_cpu_unet_size_and_zero_output():
 def test_p05_sizes_the_unet_refuses(capsys):
     """Page 5, Try this 2: --image-size 30 stops with `error: --image-size 30: must be divisible
     by 4, the UNet's downsampling factor for 3 levels` (exit status 2); UNet(base_channels=48)
-    says `num_groups=32 must divide every width of the UNet ... but not 48`."""
+    says `base_channels 48: GroupNorm's 32 groups must divide every width of the UNet ...`."""
+    from common.config import parse_config
+    from common.errors import main_guard
     from train_unconditional import PRESETS, Config, check_config
-    from training.config import parse_config
-    from training.errors import main_guard
 
     cfg = parse_config(Config, ["--preset", "cpu", "--image-size", "30"], presets=PRESETS)
     with pytest.raises(SystemExit) as exit_info:
@@ -243,16 +244,20 @@ def test_p05_sizes_the_unet_refuses(capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == ("error: --image-size 30: must be divisible by 4, "
                                                "the UNet's downsampling factor for 3 levels")
-    with pytest.raises(ValueError, match=r"^num_groups=32 must divide every width of the UNet.*but not 48$"):
+    with pytest.raises(ValueError, match=r"^base_channels 48: GroupNorm's 32 groups must divide "
+                                         r"every width of the UNet \(base_channels x channel_mult "
+                                         r"= \[48, 96, 96, 96\]\); expected a multiple of 32$"):
         UNet(base_channels=48)
 
 
 def test_p05_time_code_similarity_depends_on_the_distance():
     """Page 5, Try this 3: cosine similarity 0.669 for (100, 110) and (500, 510), 0.298 for (100, 600)."""
     e = timestep_embedding(torch.tensor([100, 110, 500, 510, 600]), 128)
-    similarity = lambda i, j: F.cosine_similarity(e[i], e[j], dim=0).item()
+    def similarity(i, j):
+        return F.cosine_similarity(e[i], e[j], dim=0).item()
     # closed form: sum_i cos((t - t') f_i) / half, f_i = 10000^(-i / half), half = 64
-    closed = lambda dt: sum(math.cos(dt * math.exp(-math.log(10000) * i / 64)) for i in range(64)) / 64
+    def closed(dt):
+        return sum(math.cos(dt * math.exp(-math.log(10000) * i / 64)) for i in range(64)) / 64
     assert similarity(0, 1) == pytest.approx(closed(10), abs=2e-5)
     assert similarity(2, 3) == pytest.approx(closed(10), abs=2e-5)
     assert similarity(0, 4) == pytest.approx(closed(500), abs=2e-5)
@@ -314,11 +319,13 @@ def test_p08_the_two_ends_of_strength():
     """Page 8, Try this 2: strength 1 ignores x_init (the fresh sample of the same seed), strength 0
     returns x_init."""
     scheduler = DDIMScheduler()
-    model = lambda x_t, t: 0.5 * x_t  # any model: the claim is about the loop
+    def model(x_t, t):
+        return 0.5 * x_t  # any model: the claim is about the loop
     x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
     x_init = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    run = lambda **kw: sample(model, scheduler, x_T, num_steps=50, eta=1.0,
-                              generator=torch.Generator().manual_seed(5), progress=False, **kw)
+    def run(**kw):
+        return sample(model, scheduler, x_T, num_steps=50, eta=1.0,
+                                  generator=torch.Generator().manual_seed(5), progress=False, **kw)
     assert torch.equal(run(x_init=x_init, strength=1.0), run())
     assert torch.equal(run(x_init=x_init, strength=0.0), x_init)
 
@@ -422,7 +429,8 @@ def test_p13_step_captions_are_reproducible():
     showing a smiling female person with gray hair" at step 6."""
     rows = torch.tensor([[1 if sample_attributes(random.Random(i))[n] else -1 for n in SYNTHETIC_ATTRIBUTES]
                          for i in range(8)])
-    at = lambda step: captions_for(SYNTHETIC_ATTRIBUTES, rows, None, list(range(8)), step_rng(0, step))
+    def at(step):
+        return captions_for(SYNTHETIC_ATTRIBUTES, rows, None, list(range(8)), step_rng(0, step))
     a, b, c = at(5), at(5), at(6)
     assert a == b
     assert sum(x != y for x, y in zip(a, c)) == 8

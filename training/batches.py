@@ -2,11 +2,10 @@
 
 import torch
 
-from data import DataError
-from training.errors import require
+from common.errors import DataError, require
 
 
-class BatchSampler:
+class BatchOrder:
     """The indices of the batch of step s, a pure function of (seed, s): resuming is exact.
 
     Each epoch is a fresh permutation of the n items drawn from a generator seeded with

@@ -8,9 +8,9 @@ import os
 import torch
 import torch.distributed as dist
 
-from training.device import pick_device
-from training.errors import ConfigError
-from training.randomness import rng_state
+from common.device import pick_device
+from common.errors import ConfigError
+from common.randomness import rng_state
 
 
 @dataclasses.dataclass
@@ -25,30 +25,30 @@ class Distributed:
 
 
 def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
-    """Join the process group when launched by torchrun; return the rank info and the device."""
+    """Join the process group when launched by torchrun; return the ranks and the device."""
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if world_size == 1:
         return Distributed(), pick_device(device_name)
-    info = Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", 0)))
+    ranks = Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", 0)))
     device = pick_device(device_name)
     if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
+        device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return info, device
+    return ranks, device
 
 
-def wrap_ddp(model: torch.nn.Module, device: torch.device, info: Distributed) -> torch.nn.Module:
+def wrap_ddp(model: torch.nn.Module, device: torch.device, ranks: Distributed) -> torch.nn.Module:
     """The model to train: DistributedDataParallel under torchrun, the model itself otherwise."""
-    if info.world_size == 1:
+    if ranks.world_size == 1:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def any_rank(flag: bool, info: Distributed) -> bool:
+def any_rank(flag: bool, ranks: Distributed) -> bool:
     """True when `flag` is true on any process (so every rank stops at the same step)."""
-    if info.world_size == 1:
+    if ranks.world_size == 1:
         return flag
     value = torch.tensor([float(flag)])
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
@@ -56,52 +56,52 @@ def any_rank(flag: bool, info: Distributed) -> bool:
 
 
 @contextlib.contextmanager
-def main_process_first(info: Distributed):
+def main_process_first(ranks: Distributed):
     """Let rank 0 do a one-off job first (generate data, build a cache); the others then reuse it."""
-    if info.world_size > 1 and not info.is_main:
+    if ranks.world_size > 1 and not ranks.is_main:
         dist.barrier()
     yield
-    if info.world_size > 1 and info.is_main:
+    if ranks.world_size > 1 and ranks.is_main:
         dist.barrier()
 
 
-def barrier(info: Distributed) -> None:
+def barrier(ranks: Distributed) -> None:
     """Wait until every process gets here (nothing to wait for in a single process)."""
-    if info.world_size > 1:
+    if ranks.world_size > 1:
         dist.barrier()
 
 
-def gather_rng_states(device: torch.device, info: Distributed) -> list[dict]:
+def gather_rng_states(device: torch.device, ranks: Distributed) -> list[dict]:
     """Every rank's RNG state, collected on all ranks (each rank draws its own noise)."""
     state = rng_state(device)
-    if info.world_size == 1:
+    if ranks.world_size == 1:
         return [state]
-    states = [None] * info.world_size
+    states = [None] * ranks.world_size
     dist.all_gather_object(states, state)
     return states
 
 
-def rng_state_for_rank(checkpoint: dict, info: Distributed) -> dict:
+def rng_state_for_rank(checkpoint: dict, ranks: Distributed) -> dict:
     """This rank's saved RNG state; a run resumed on a different number of processes cannot
     replay the same noise, and says so."""
     states = checkpoint["rng"]
-    if len(states) != info.world_size:
+    if len(states) != ranks.world_size:
         raise ConfigError(f"the checkpoint was written by {len(states)} process(es); resume it "
-                          f"with the same number (got {info.world_size})")
-    return states[info.rank]
+                          f"with the same number (got {ranks.world_size})")
+    return states[ranks.rank]
 
 
-def replica_difference(model: torch.nn.Module, info: Distributed) -> float:
+def replica_difference(model: torch.nn.Module, ranks: Distributed) -> float:
     """The largest difference between any weight on this rank and the same weight on another:
     0 when DistributedDataParallel kept every replica in step."""
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])  # (num_params,)
-    if info.world_size == 1:
+    if ranks.world_size == 1:
         return 0.0
-    replicas = [torch.empty_like(flat) for _ in range(info.world_size)]
+    replicas = [torch.empty_like(flat) for _ in range(ranks.world_size)]
     dist.all_gather(replicas, flat)
     return max((replica - flat).abs().max().item() for replica in replicas)
 
 
-def cleanup_distributed(info: Distributed) -> None:
-    if info.world_size > 1 and dist.is_initialized():
+def cleanup_distributed(ranks: Distributed) -> None:
+    if ranks.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()

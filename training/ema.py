@@ -4,7 +4,7 @@ import copy
 
 import torch
 
-from training.checkpoints import load_weights
+from common.checkpoints import load_weights
 
 
 class EMA:
@@ -20,9 +20,8 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         self.num_updates += 1
         decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        ema_params = list(self.model.parameters())
-        params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # ema += (1 - d) (theta - ema)
+        for ema_param, param in zip(self.model.parameters(), model.parameters()):
+            ema_param.lerp_(param.detach(), 1.0 - decay)  # ema += (1 - d) (theta - ema)
         for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
             ema_buffer.copy_(buffer)
 

@@ -10,10 +10,9 @@ import math
 import time
 from pathlib import Path
 
-from data import warn
-
 import torch
 
+from common.errors import warn
 from training.plots import plot_metrics
 from training.speed import InputClock
 

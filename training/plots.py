@@ -1,31 +1,10 @@
-"""Pictures a run writes: image grids, the loss curves, and cross-attention maps per word."""
+"""Pictures of a run: the loss curves, and cross-attention maps per word (image grids:
+common/images.py)."""
 
-import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> None:
-    """Save a (B, 3, H, W) batch in [-1, 1] as one PNG grid."""
-    from torchvision.utils import save_image
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
-    save_image((images.float().clamp(-1, 1) + 1) / 2, path, nrow=nrow, padding=1)
-
-
-def png_bytes(image: torch.Tensor) -> bytes:
-    """One (3, H, W) image in [-1, 1] as PNG bytes, quantized as save_grid does (so a single
-    image's file from save_grid holds the same pixels)."""
-    import io
-
-    from torchvision.utils import save_image
-
-    buffer = io.BytesIO()
-    save_image((image[None].float().clamp(-1, 1) + 1) / 2, buffer, format="png")
-    return buffer.getvalue()
 
 
 def _pyplot():
@@ -57,14 +36,12 @@ def plot_metrics(rows: list[dict], path: str | Path) -> None:
 
 
 def save_attention_figure(path: Path, images: torch.Tensor, maps: torch.Tensor, prompts: list[str],
-                          tokenizer) -> None:
-    """[P16] One row per prompt: the image, then each word's cross-attention map over it.
-    images (P, 3, H, W) in [-1, 1]; maps (P, L, h, w) from models.attention.AttentionRecorder."""
-    from models.tokenizer import split_words
-
+                          tokens: list[list[str]]) -> None:
+    """[P16] One row per prompt: the image, then each token's cross-attention map over it.
+    images (P, 3, H, W) in [-1, 1]; maps (P, L, h, w) from models.attention.AttentionRecorder;
+    tokens: each prompt's tokens as the text encoder reads them (Tokenizer.tokens)."""
     plt = _pyplot()
-    rows = [(i, ["<bos>"] + split_words(p)[:tokenizer.max_length - 2] + ["<eos>"])
-            for i, p in enumerate(prompts)]
+    rows = list(enumerate(tokens))
     cols = 1 + max(len(words) for _, words in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols, 1.45 * len(rows)), squeeze=False)
     for ax in axes.flat:

@@ -1,14 +1,15 @@
 """The scaffold every stage script shares: start a run, resume it, stop it, save it, finish it.
 
     run = start_run(cfg)                         # processes, device, OUT folder; prints the config
-    state = resume_state(run, kind="ddpm")       # None unless --resume (the one rule of resuming)
+    state = run.resume("ddpm")                   # None unless --resume (the one rule of resuming)
     ...load the weights from state...
-    start_step = start_noise(run, state)         # the RNG where the checkpoint left it, or fresh
+    start_step = run.seed_or_restore(state)      # the RNG where the checkpoint left it, or fresh
     stop = StopFlag()                            # Ctrl-C / SIGTERM: save, then leave the loop
     for step in (progress := run.progress(start_step, "train")):
         ...
         run.save(done, "ddpm", model=..., optimizer=...)
-    finish_run(run, model)
+    run.finish(model)                            # DDP: the replicas agree; leave the group
+    return stop.exit_status                      # 130 after Ctrl-C, 143 after SIGTERM, else 0
 
 The one rule of resuming, the same in every stage: the settings marked `fixed=True` in a stage's
 Config (the architecture, the noise schedule, the resolution: whatever shapes the weights or what
@@ -26,27 +27,30 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from training.checkpoints import load_checkpoint, save_checkpoint
-from training.config import flag, format_config, same_value
-from training.device import auto_precision
-from training.distributed import (Distributed, barrier, cleanup_distributed, gather_rng_states,
-                                  replica_difference, rng_state_for_rank, setup_distributed)
-from training.errors import ConfigError
-from training.folders import check_new_run, check_output, output_folder
-from training.randomness import set_rng_state
+from common.checkpoints import load_checkpoint, save_checkpoint
+from common.config import flag, format_config, same_value, shown
+from common.device import auto_precision, autocast, make_grad_scaler
+from common.errors import ConfigError
+from common.paths import check_output, output_folder
+from common.randomness import set_rng_state
+from training.distributed import (Distributed, any_rank, barrier, cleanup_distributed,
+                                  gather_rng_states, main_process_first, replica_difference,
+                                  rng_state_for_rank, setup_distributed, wrap_ddp)
+from training.folders import check_new_run
+from training.speed import CompileClock, maybe_compile
 
 
 @dataclasses.dataclass
 class Run:
     """A training run: its config, its processes, its device and its output folder."""
     cfg: object
-    info: Distributed
+    ranks: Distributed
     device: torch.device
     out: Path
 
     @property
     def is_main(self) -> bool:
-        return self.info.is_main
+        return self.ranks.is_main
 
     @property
     def checkpoint_path(self) -> Path:
@@ -62,10 +66,72 @@ class Run:
         return tqdm(range(start_step, self.cfg.steps), initial=start_step, total=self.cfg.steps,
                     disable=not self.is_main, desc=desc, dynamic_ncols=True)
 
+    # ---- resuming and finishing --------------------------------------------------------------
+
+    def resume(self, kind: str, check=None) -> dict | None:
+        """With --resume: OUT/checkpoint.pt (`check` as load_checkpoint's), checked against this
+        run's config (check_resume); None for a new run."""
+        if not self.cfg.resume:
+            return None
+        state = load_checkpoint(self.checkpoint_path, kind=kind, check=check)
+        changed = check_resume(self.cfg, state["config"], self.checkpoint_path)
+        if changed:
+            self.print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
+        return state
+
+    def seed_or_restore(self, state: dict | None) -> int:
+        """Seed the random generators for training, or restore them, and return the step to
+        start at: the checkpoint's states and step when resuming (so the run draws exactly the
+        numbers it would have drawn), else a different seed per process (different noise on
+        every rank) and step 0."""
+        if state is None:
+            torch.manual_seed(self.cfg.seed + self.ranks.rank)
+            return 0
+        set_rng_state(rng_state_for_rank(state, self.ranks), self.device)
+        self.print(f"resumed from {self.checkpoint_path} at step {state['step']}")
+        return state["step"]
+
+    def finish(self, model: torch.nn.Module | None = None) -> None:
+        """Under torchrun: check that the replicas of `model` agree, and leave the process group."""
+        if self.ranks.world_size > 1 and model is not None:
+            difference = replica_difference(model, self.ranks)
+            self.print(f"DDP: the weights of the {self.ranks.world_size} processes differ by at "
+                       f"most {difference}")
+        cleanup_distributed(self.ranks)
+
+    # ---- what a stage's loop asks of its device and processes ---------------------------------
+
+    def autocast(self):
+        """The forward pass's mixed-precision context for --precision (fp32: none)."""
+        return autocast(self.device, self.cfg.precision)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """fp16 loss scaling on CUDA; a no-op otherwise (common/device.py)."""
+        return make_grad_scaler(self.device, self.cfg.precision)
+
+    def wrap(self, model: torch.nn.Module, compile: bool = True) -> torch.nn.Module:
+        """The model the loop calls: DistributedDataParallel under torchrun, compiled with
+        --compile (unless compile=False); its parameters are `model`'s (EMA, checkpoints and
+        sampling use `model`)."""
+        return maybe_compile(wrap_ddp(model, self.device, self.ranks),
+                             compile and self.cfg.compile, self.device)
+
+    def compile_clock(self) -> CompileClock | None:
+        """With --compile: the clock that prints what compiling cost (training/speed.py)."""
+        return CompileClock(self.device) if self.cfg.compile else None
+
+    def any_rank(self, flag: bool) -> bool:
+        """True when `flag` is true on any process, so every rank stops at the same step."""
+        return any_rank(flag, self.ranks)
+
+    def main_process_first(self):
+        """Rank 0 builds the data cache first, the other ranks then reuse it."""
+        return main_process_first(self.ranks)
+
     def save(self, step: int, kind: str, **state) -> None:
         """Write OUT/checkpoint.pt atomically: {kind, config, step, **state, rng of every rank}.
         Every rank must call it (the RNG states are gathered); only the first one writes."""
-        rng = gather_rng_states(self.device, self.info)
+        rng = gather_rng_states(self.device, self.ranks)
         if self.is_main:
             save_checkpoint(self.checkpoint_path, {
                 "kind": kind, "config": dataclasses.asdict(self.cfg), "step": step, **state,
@@ -75,10 +141,10 @@ class Run:
 def start_run(cfg) -> Run:
     """Join the processes (under torchrun), pick the device, check and create OUT (an existing
     run in it is refused unless --resume or --overwrite), and print the config."""
-    info, device = setup_distributed(cfg.device)
-    run = Run(cfg, info, device, check_output("--out", cfg.out))  # every rank looks first
+    ranks, device = setup_distributed(cfg.device)
+    run = Run(cfg, ranks, device, check_output("--out", cfg.out))  # every rank looks first
     old_files = check_new_run(cfg, run.out)
-    barrier(info)  # every rank has looked before the first one deletes or writes anything
+    barrier(ranks)  # every rank has looked before the first one deletes or writes anything
     if run.is_main:
         for path in old_files:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -89,9 +155,9 @@ def start_run(cfg) -> Run:
         cfg.precision, note = auto_precision(device)
         run.print(note)
     if run.is_main:
-        print(f"device {device}, {info.world_size} process(es); config:")
+        print(f"device {device}, {ranks.world_size} process(es); config:")
         print(format_config(cfg))
-    barrier(info)
+    barrier(ranks)
     return run
 
 
@@ -106,53 +172,16 @@ def check_resume(cfg, saved: dict, path: Path) -> list[str]:
         if same_value(new, old):
             continue
         if field.metadata.get("fixed"):
-            show = lambda v: " ".join(map(str, v)) if isinstance(v, (tuple, list)) else v  # noqa: E731
-            raise ConfigError(f"{flag(field.name)} {show(new)}: {path} was trained with "
-                              f"{flag(field.name)} {show(old)}, which cannot change on --resume "
+            raise ConfigError(f"{flag(field.name)} {shown(new)}: {path} was trained with "
+                              f"{flag(field.name)} {shown(old)}, which cannot change on --resume "
                               "(give the checkpoint's value, or start a new run in another --out)")
         changed.append(field.name)
     return sorted(changed)
 
 
-def resume_state(run: Run, kind: str) -> dict | None:
-    """With --resume: OUT/checkpoint.pt, checked against this run's config (check_resume)."""
-    if not run.cfg.resume:
-        return None
-    state = load_checkpoint(run.checkpoint_path, kind=kind)
-    changed = check_resume(run.cfg, state["config"], run.checkpoint_path)
-    if changed:
-        run.print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
-    return state
-
-
-def start_noise(run: Run, state: dict | None) -> int:
-    """The random generators for training, and the step to start at: the checkpoint's states
-    and step when resuming (so the run draws exactly the numbers it would have drawn), else a
-    different seed per process (different noise on every rank) and step 0."""
-    if state is None:
-        torch.manual_seed(run.cfg.seed + run.info.rank)
-        return 0
-    set_rng_state(rng_state_for_rank(state, run.info), run.device)
-    run.print(f"resumed from {run.checkpoint_path} at step {state['step']}")
-    return state["step"]
-
-
 def due(done: int, every: int) -> bool:
     """True every `every` steps (never when every is 0)."""
     return every > 0 and done % every == 0
-
-
-def finish_run(run: Run, model: torch.nn.Module | None = None, stop=None) -> None:
-    """Under torchrun: check that the replicas of `model` agree, and leave the process group.
-    A run stopped by a signal (`stop`, a StopFlag) then exits with status 128 + the signal's
-    number (130 for Ctrl-C, 143 for SIGTERM), as a stopped program does, not 0 as if finished."""
-    if run.info.world_size > 1 and model is not None:
-        difference = replica_difference(model, run.info)
-        run.print(f"DDP: the weights of the {run.info.world_size} processes differ by at most "
-                  f"{difference}")
-    cleanup_distributed(run.info)
-    if stop is not None and stop.signal is not None:
-        sys.exit(128 + stop.signal)
 
 
 class StopFlag:
@@ -163,6 +192,12 @@ class StopFlag:
         self.requested, self.signal = False, None
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
+
+    @property
+    def exit_status(self) -> int:
+        """0, or for a run stopped by a signal 128 + its number (130 for Ctrl-C, 143 for
+        SIGTERM), as a stopped program exits: the stage's main returns it."""
+        return 0 if self.signal is None else 128 + self.signal
 
     def _handle(self, signum, frame):
         if self.requested:

@@ -4,7 +4,7 @@ import time
 
 import torch
 
-from training.device import synchronize
+from common.device import synchronize
 
 
 def maybe_compile(model: torch.nn.Module, enabled: bool, device: torch.device) -> torch.nn.Module:

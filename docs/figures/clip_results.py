@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from data import DataError
+from common.errors import DataError
 from data.latents import load_latents
 from docs.figures.common import FIGURES, compact_png
 from models.clip import load_clip

@@ -12,12 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from common.errors import CheckpointError  # noqa: E402
 from data.synthetic import draw_face, sample_attributes  # noqa: E402
-from diffusion.pipeline import (TextToImage, generate, load_text_to_image,  # noqa: E402
-                                pixel_model_from_state)
+from diffusion.pipeline import Pipeline, generate, load_pipeline  # noqa: E402
 from diffusion.sampling import make_sampler  # noqa: E402
-from training.checkpoints import load_checkpoint  # noqa: E402
-from training.errors import CheckpointError  # noqa: E402
 
 FIGURES = Path(__file__).parent  # docs/figures/
 
@@ -36,17 +34,18 @@ def synthetic_faces(seeds, size: int = 32) -> torch.Tensor:
 
 def load_ema_model(ckpt: str):
     """The EMA UNet (eval mode, CPU), the DDPMScheduler (x0_pred clipped to [-1, 1], as for
-    pixels) and the config of a stage-1 checkpoint (diffusion.pipeline.pixel_model_from_state)."""
-    checkpoint = load_checkpoint(ckpt, kind="ddpm")
-    model, scheduler = pixel_model_from_state(checkpoint)
-    return model, scheduler, checkpoint["config"]
+    pixels) and the config of a stage-1 checkpoint (diffusion.pipeline.load_pipeline)."""
+    pipe = load_pipeline(ckpt)
+    if pipe.vae is not None:
+        raise SystemExit(f"error: {ckpt} is a latent model; this figure needs a stage-1 pixel DDPM")
+    return pipe.unet, pipe.scheduler, pipe.config
 
 
-def load_text_model(ckpt: str) -> TextToImage:
-    """diffusion.pipeline.load_text_to_image() of a text-conditioned checkpoint (EMA weights, CPU,
+def load_text_model(ckpt: str) -> Pipeline:
+    """diffusion.pipeline.load_pipeline() of a text-conditioned checkpoint (EMA weights, CPU,
     eval mode), or a one-line exit for a missing file or an unconditional model."""
     try:
-        pipe = load_text_to_image(ckpt)
+        pipe = load_pipeline(ckpt)
     except CheckpointError as error:
         raise SystemExit(f"error: {error}") from None
     if pipe.text is None:
@@ -55,14 +54,14 @@ def load_text_model(ckpt: str) -> TextToImage:
     return pipe
 
 
-def sample_text_to_image(pipe: TextToImage, prompts: list[str], seeds: list[int], guidance: float,
+def sample_text_to_image(pipe: Pipeline, prompts: list[str], seeds: list[int], guidance: float,
                          steps: int = 50, recorder=None) -> torch.Tensor:
-    """One image per (prompt, seed) from a TextToImage, as sample.py makes it
+    """One image per (prompt, seed) from a text Pipeline, as sample.py makes it
     (diffusion.pipeline.generate, DDIM at eta 0): `python sample.py --ckpt ... --prompt P --seed s
     --n 1` gives the same image. recorder: a models.attention.AttentionRecorder on pipe.unet.
     Returns images (N, 3, S, S) on the CPU, not clamped."""
-    scheduler = make_sampler(pipe.scheduler, "ddim", steps)  # leading spacing, as sample.py's ddim
-    return generate(pipe, prompts, seeds, guidance, scheduler, recorder=recorder)
+    scheduler, eta = make_sampler(pipe.scheduler, "ddim", steps)  # leading spacing, eta 0
+    return generate(pipe, prompts, seeds, guidance, scheduler, eta=eta, recorder=recorder).images
 
 
 def save_image_grid(images: torch.Tensor, path: Path, row_labels: list[str],

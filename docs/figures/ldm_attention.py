@@ -40,13 +40,14 @@ def main() -> None:
     guidance = pipe.config["guidance"] if args.guidance is None else args.guidance
     seeds = list(range(args.seeds))
     prompts = [args.prompt] * len(seeds)
-    _, h, w = pipe.latent_shape
+    _, h, w = pipe.sample_shape
     recorder = AttentionRecorder(pipe.unet, len(seeds), (h, w))
     images = sample_text_to_image(pipe, prompts, seeds, guidance, args.steps, recorder)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "ldm_attention.png"
-    save_attention_figure(path, images, recorder.maps(), prompts, pipe.text.tokenizer)
+    save_attention_figure(path, images, recorder.maps(), prompts,
+                          [pipe.text.tokenizer.tokens(p) for p in prompts])
     compact_png(path)
     print(f"  rows: seeds {seeds[0]}..{seeds[-1]}; guidance {guidance:g}, DDIM {args.steps} steps; "
           f"{len(recorder.layers)} cross-attention layers x {args.steps} steps averaged")

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
+from common.checkpoints import load_checkpoint
 from data import load_dataset
 from docs.figures.common import FIGURES, save_image_grid
 from models.metrics import psnr, ssim
 from models.vae import vae_from_state
-from training.checkpoints import load_checkpoint
 
 
 def load_vae(run: Path):

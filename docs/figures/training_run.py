@@ -21,8 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from common.checkpoints import load_checkpoint
 from docs.figures.common import FIGURES, save_figure  # noqa: E402
-from training.checkpoints import load_checkpoint  # noqa: E402
 
 
 def main() -> None:

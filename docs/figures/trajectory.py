@@ -42,8 +42,9 @@ def main() -> None:
     size = config["image_size"]
     generator = torch.Generator().manual_seed(args.seed)  # CPU noise, as sample.py
     x_T = torch.randn(args.n, 3, size, size, generator=generator)
-    _, trajectory = sample(lambda x_t, t: model(x_t, t), scheduler, x_T, generator=generator,
-                           trajectory_steps=shown)
+    trajectory = []
+    sample(lambda x_t, t: model(x_t, t), scheduler, x_T, generator=generator,
+           trajectory_steps=shown, trajectory=trajectory)
 
     rows, row_labels = [], []
     for i in range(args.n):

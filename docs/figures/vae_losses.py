@@ -23,8 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
+from common.checkpoints import load_checkpoint
 from docs.figures.common import FIGURES, save_figure  # noqa: E402
-from training.checkpoints import load_checkpoint  # noqa: E402
 
 
 def series(rows: list[dict], name: str, after: int = -1) -> tuple[list, list]:

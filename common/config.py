@@ -2,8 +2,8 @@
 
     @dataclass
     class Config:
-        steps: int = opt(2000, "optimizer steps")
-        base_channels: int = opt(64, "channels of the first level", fixed=True)
+        steps: int = option(2000, "optimizer steps")
+        base_channels: int = option(64, "channels of the first level", fixed=True)
 
     cfg = parse_config(Config, presets=PRESETS, description="...")   # --steps 10 --preset cpu ...
 
@@ -11,17 +11,25 @@ Every field becomes `--field-name` with the field's type; bools become --flag / 
 take several values, `repeat=True` collects a flag given several times; unknown flags and values
 of the wrong type are rejected by argparse (exit status 2). `fixed=True` marks a setting that
 shapes the weights or their meaning: it may not change when a run is resumed (training/run.py).
+
+Checks of settings: each model and schedule says what it cannot work with as a list of
+(name, "value: what was expected") problems (models/unet.py: unet_problems, ...), from a stage's
+config or a checkpoint's stored one; `require_valid` turns the first into a ConfigError naming
+the flag, `stored_problem` into the words of a CheckpointError.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Mapping
+
+from common.errors import ConfigError
 
 
-def opt(default, help: str, *, fixed: bool = False, choices: tuple | None = None,
+def option(default, help: str, *, fixed: bool = False, choices: tuple | None = None,
         type=None, repeat: bool = False, required: bool = False):
-    """A config field with its help text: `steps: int = opt(2000, "optimizer steps")`.
+    """A config field with its help text: `steps: int = option(2000, "optimizer steps")`.
 
     fixed:    the setting shapes the model (architecture, schedule): it cannot change on --resume
     choices:  the allowed values
@@ -102,10 +110,41 @@ def format_config(cfg) -> str:
 
 def same_value(a, b) -> bool:
     """Config values compared as they come back from a checkpoint (tuples may be lists)."""
-    as_plain = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
-    return as_plain(a) == as_plain(b)
+    return _plain(a) == _plain(b)
 
 
-def config_diff(old: dict, new: dict) -> list[str]:
-    """Names whose values differ between two config dicts."""
-    return sorted(k for k in set(old) | set(new) if not same_value(old.get(k), new.get(k)))
+def _plain(value):
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def shown(value) -> str:
+    """A config value as it is typed on the command line: (1, 2, 4) -> "1 2 4"."""
+    return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+# ---- checks of settings ----------------------------------------------------------------------
+
+Problem = tuple[str, str]  # (setting name, "value: what was expected")
+
+
+def require_valid(problems: list[Problem]) -> None:
+    """ConfigError naming the flag of the first problem: `--beta-end 2.0: expected ...`."""
+    if problems:
+        name, message = problems[0]
+        raise ConfigError(f"{flag(name)} {message}")
+
+
+def stored_problem(problems: list[Problem]) -> str | None:
+    """The first problem in the words of a stored config: `its config has beta_end 2.0: ...`."""
+    if problems:
+        name, message = problems[0]
+        return f"its config has {name} {message}"
+    return None
+
+
+def range_problems(c: Mapping, fractions=(), non_negative=()) -> list[Problem]:
+    """Settings that must lie in [0, 1) (decays, probabilities) or be >= 0 (weights)."""
+    problems = [(name, f"{c[name]}: expected 0 <= value < 1") for name in fractions
+                if not 0 <= c[name] < 1]
+    return problems + [(name, f"{c[name]}: expected 0 or more") for name in non_negative
+                       if c[name] < 0]

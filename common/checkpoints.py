@@ -1,5 +1,11 @@
 """Checkpoints: a plain dict (kind, config, weights, optimizer, EMA, step, RNG states), written
-atomically and read with weights_only=True, so that a file from the internet cannot run code."""
+atomically and read with weights_only=True, so that a file from the internet cannot run code.
+
+Each kind is checked on load by the module that rebuilds its models, which passes its `check`:
+models/vae.py ("vae"), models/clip.py ("clip"), diffusion/pipeline.py ("ddpm", "ldm"),
+data/latents.py ("latents"). A check names the first entry or setting that is missing, of the
+wrong type (`entries_problem`) or impossible for the model (models/unet.py: unet_problems, ...).
+"""
 
 import errno
 import os
@@ -10,30 +16,7 @@ from pathlib import Path
 
 import torch
 
-from training.checks import checkpoint_problem, schedule_problems, unet_problems, widths_problems
-from training.errors import CheckpointError
-
-# What each kind of checkpoint must hold for the project to rebuild its models: the top-level
-# entries and the settings of its config, with their types (checked on load, one line if not).
-UNET = {"base_channels": int, "channel_mult": list, "num_res_blocks": int,
-        "attention_levels": list, "dropout": float}
-SCHEDULE = {"num_train_timesteps": int, "beta_start": float, "beta_end": float,
-            "beta_schedule": str, "prediction_type": str}
-VAE = {"base_channels": int, "channel_mult": list, "num_res_blocks": int,
-       "latent_channels": int, "attention": bool, "image_size": int}
-TEXT = {"text_width": int, "text_layers": int, "text_heads": int}
-FORMAT = {  # kind: (entries, settings of "config", settings of "vae_config")
-    "ddpm": ({"config": dict, "step": int, "model": dict, "ema": dict},
-             {**UNET, **SCHEDULE, "image_size": int}, None),
-    "ldm": ({"config": dict, "step": int, "model": dict, "ema": dict, "vae": dict,
-             "vae_config": dict, "scale_factor": float, "latent_shape": list},
-            {**UNET, **SCHEDULE, "num_heads": int, "guidance": float, "clip": str}, VAE),
-    "vae": ({"config": dict, "step": int, "model": dict}, VAE, None),
-    "clip": ({"config": dict, "step": int, "model": dict, "tokenizer": dict, "vae": dict,
-              "vae_config": dict, "scale_factor": float},
-             {**TEXT, "head_channels": int, "head_mult": list, "embed_dim": int}, VAE),
-    "latents": ({"mean": torch.Tensor, "std": torch.Tensor, "scale_factor": float}, None, None),
-}
+from common.errors import CheckpointError
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -71,8 +54,10 @@ def tensor_bytes(state) -> int:
     return 0
 
 
-def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None) -> dict:
-    """Load a checkpoint safely (weights_only=True: the file cannot run code) and check its kind."""
+def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None,
+                    check=None) -> dict:
+    """Load a checkpoint safely (weights_only=True: the file cannot run code) and check its kind;
+    `check(state) -> problem or None` then checks what that kind must hold (CheckpointError)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
@@ -90,10 +75,9 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None)
     if kinds is not None and state["kind"] not in kinds:
         raise CheckpointError(f"checkpoint {path}: is a '{state['kind']}' checkpoint, "
                               f"expected {' or '.join(repr(k) for k in kinds)}")
-    if kinds is not None and state["kind"] in FORMAT:
-        problem = format_problem(state)
-        if problem:
-            raise CheckpointError(f"checkpoint {path}: {problem}")
+    problem = check(state) if check is not None else None
+    if problem:
+        raise CheckpointError(f"checkpoint {path}: {problem}")
     return state
 
 
@@ -107,32 +91,17 @@ def _is(value, expected) -> bool:
     return isinstance(value, expected)
 
 
-def _missing_or_mistyped(entries: dict, required: dict, where: str) -> str | None:
+def entries_problem(entries: dict, required: dict, where: str) -> str | None:
+    """The first of `required` ({name: type}) that `entries` lacks or holds with another type:
+    "its config has no 'dropout'", "it has step = 'x', expected int"; None if all are there."""
+    if not isinstance(entries, dict):
+        return f"{where} is not a dictionary"
     for name, expected in required.items():
         if name not in entries:
             return f"{where} has no {name!r}"
         if not _is(entries[name], expected):
             return (f"{where} has {name} = {str(entries[name])[:40]!r}, expected "
                     f"{'a list of integers' if expected is list else expected.__name__}")
-    return None
-
-
-def format_problem(state: dict) -> str | None:
-    """What keeps a checkpoint of a known kind from being rebuilt (FORMAT), or None."""
-    entries, settings, vae_settings = FORMAT[state["kind"]]
-    problem = _missing_or_mistyped(state, entries, "it")
-    if problem is None and settings is not None:
-        problem = _missing_or_mistyped(state["config"], settings, "its config")
-    if problem is None and vae_settings is not None:
-        problem = _missing_or_mistyped(state["vae_config"], vae_settings, "its vae_config")
-    if problem is not None:
-        return problem
-    config = state.get("config", {})
-    if state["kind"] in ("ddpm", "ldm"):
-        resolution = config["image_size"] if state["kind"] == "ddpm" else state["latent_shape"][-1]
-        return checkpoint_problem(schedule_problems(config) + unet_problems(config, resolution))
-    if state["kind"] == "vae":
-        return checkpoint_problem(widths_problems(config, config["image_size"], "autoencoder"))
     return None
 
 

@@ -1,5 +1,8 @@
-"""Randomness: everything random in a loop draws from torch's global generators, whose states go
-into the checkpoint, so a resumed run draws exactly the numbers the uninterrupted run would."""
+"""Randomness: seeds, the generators' states for an exact resume, and device-independent noise.
+
+Everything random in a training loop draws from torch's global generators, whose states go into
+the checkpoint, so a resumed run draws exactly the numbers the uninterrupted run would.
+"""
 
 import random
 
@@ -33,3 +36,10 @@ def _as_python_state(state):
     # random.setstate wants tuples; a round trip through torch.save keeps them, lists are mended.
     version, internal, gauss = state
     return version, tuple(internal), gauss
+
+
+def gaussian_noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise shaped like x. It is drawn on the generator's device and then moved,
+    so a CPU generator gives the same noise (and the same samples) on cpu, cuda and mps."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)

@@ -4,7 +4,7 @@ import contextlib
 
 import torch
 
-from training.errors import ConfigError, require
+from common.errors import ConfigError, require
 
 
 def pick_device(name: str = "auto") -> torch.device:

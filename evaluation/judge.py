@@ -1,0 +1,104 @@
+"""The judge: an attribute classifier (models/classifier.py) trained on real images of the dataset
+a model was trained on, cached next to the data, and loaded again by later evaluations.
+
+Its held-out accuracy per attribute is part of every report: a judge is only as good as that.
+"""
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from common.checkpoints import entries_problem, load_checkpoint, load_weights, save_checkpoint
+from common.errors import CheckpointError, ConfigError, warn
+from data import ImageDataset, load_dataset
+from data.augment import augment
+from models.classifier import AttributeClassifier
+from training.optim import scheduled_lr, set_lr
+
+ENTRIES = {"model": dict, "num_attributes": int, "steps": int, "val_accuracy": dict}  # a cached judge
+
+
+def train_judge(train: ImageDataset, held_out: ImageDataset, steps: int, device, lr: float,
+                batch_size: int, chunk: int) -> dict:
+    """Train the attribute classifier on real images (binary cross-entropy per attribute, AdamW,
+    cosine decay from lr to 0 with no warm-up); returns its checkpoint dict, with its held-out
+    accuracy per attribute. chunk: held-out images classified at once."""
+    torch.manual_seed(0)
+    model = AttributeClassifier(train.attributes.shape[1]).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    for step in tqdm(range(steps), desc="training the judge", leave=False):
+        indices = torch.randint(0, len(train), (batch_size,), generator=generator)
+        batch = train.batch(indices, device)
+        x = augment(batch["image"], max_rotation_deg=5.0)
+        labels = (batch["attributes"] > 0).float()
+        loss = F.binary_cross_entropy_with_logits(model(x), labels)
+        set_lr(optimizer, scheduled_lr("cosine", step, lr, warmup_steps=0, total_steps=steps))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    probabilities, _ = judge_images(model, held_out.batch(torch.arange(len(held_out)), "cpu")
+                                    ["image"], device, chunk)
+    labels = torch.from_numpy(held_out.attributes) > 0
+    accuracy = ((probabilities > 0.5) == labels).float().mean(0)
+    return {"kind": "classifier", "model": model.state_dict(), "num_attributes": labels.shape[1],
+            "attribute_names": train.attribute_names, "steps": steps,
+            "val_accuracy": {name: accuracy[i].item() for i, name in enumerate(train.attribute_names)}}
+
+
+def cached_judge(path: Path, attribute_names: list[str], steps: int) -> dict | None:
+    """The judge cached at `path` when it was trained for these attributes and steps, else None.
+    A cache that cannot be read (a torn write, another kind of file) is only a warning: a new
+    judge is trained and written over it."""
+    if not path.is_file():
+        return None
+    try:
+        state = load_checkpoint(path, kind="classifier",
+                                check=lambda state: entries_problem(state, ENTRIES, "it"))
+    except CheckpointError as error:
+        reason = str(error).removeprefix(f"checkpoint {path}: ")
+        warn(f"judge cache {path}: {reason}; training a new one in its place")
+        return None
+    if state.get("attribute_names") != attribute_names or state["steps"] != steps:
+        return None  # a judge of other attributes or training steps: train the one asked for
+    return state
+
+
+def load_judge(data: str, size: int, cache_dir: Path, steps: int, device, retrain: bool,
+               lr: float, batch_size: int, chunk: int) -> tuple[AttributeClassifier, dict]:
+    """The judge of `data` at `size` pixels: from its cache (CACHE/classifier-<data>-<size>px.pt),
+    or trained for `steps` and cached there. Returns (classifier in eval mode, its state)."""
+    train = load_dataset(data, size, split="train", cache_dir=cache_dir)
+    if train.attributes is None:
+        raise ConfigError(f"the dataset {data} has no attribute labels: evaluate.py judges "
+                          "attributes (synthetic faces or CelebA)")
+    path = cache_dir / f"classifier-{train.name.replace('/', '_').replace(':', '_')}-{size}px.pt"
+    state = None if retrain else cached_judge(path, train.attribute_names, steps)
+    if state is None:
+        held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
+        started = time.time()
+        state = train_judge(train, held_out, steps, device, lr, batch_size, chunk)
+        save_checkpoint(path, state)
+        print(f"trained the judge in {time.time() - started:.0f} s, cached in {path}")
+    else:
+        print(f"judge: {path}")
+    model = AttributeClassifier(state["num_attributes"])
+    load_weights(model, state["model"], f"judge {path}")
+    return model.to(device).eval().requires_grad_(False), state
+
+
+@torch.no_grad()
+def judge_images(classifier: AttributeClassifier, images: torch.Tensor, device,
+                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, S, S) -> the judge's probabilities (N, A) and features (N, F), on the CPU,
+    `chunk` images at a time."""
+    probabilities, features = [], []
+    for i in range(0, len(images), chunk):
+        f = classifier.features(images[i:i + chunk].to(device))
+        features.append(f.cpu())
+        probabilities.append(torch.sigmoid(classifier.head(f)).cpu())
+    return torch.cat(probabilities), torch.cat(features)

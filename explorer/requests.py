@@ -1,0 +1,82 @@
+"""What the explorer's server accepts: the limits it refuses past, and every value the page sends,
+checked against the model and those limits. A bad value is a BadRequest, answered with status 400
+(unless it says otherwise) and {"error": "one line naming it"}."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from diffusion.sampling import SAMPLERS
+from explorer.session import Explorer, Settings
+
+
+@dataclass
+class Limits:
+    """What the server refuses past, whatever the page allows."""
+    max_images: int = 8             # images per job
+    max_steps: int = 1000           # sampling steps per image (DDPM always takes all T)
+    max_queue: int = 8              # jobs waiting at once
+    max_body: int = 4 * 2**20       # bytes of one request (an upload is about 4/3 its file size)
+    max_prompt: int = 300           # characters of a prompt
+
+
+class BadRequest(ValueError):
+    """A value the server refuses: answered with `status` (400 unless said) and the message."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def number(data: dict, name: str, kind, low, high, default):
+    """data[name] as int or float within [low, high], or BadRequest naming the value."""
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise BadRequest(f"{name} {value!r}: expected a number from {low} to {high}")
+    if kind is int and value != int(value):
+        raise BadRequest(f"{name} {value!r}: expected a whole number from {low} to {high}")
+    if not low <= value <= high:
+        raise BadRequest(f"{name} {value!r}: expected a number from {low} to {high}")
+    return kind(value)
+
+
+def text(data: dict, name: str, limit: int) -> str:
+    value = data.get(name, "")
+    if not isinstance(value, str):
+        raise BadRequest(f"{name}: expected a text, got {type(value).__name__}")
+    if len(value) > limit:
+        raise BadRequest(f"{name}: {len(value)} characters; at most {limit}")
+    return value
+
+
+def parse_settings(data: dict, explorer: Explorer, limits: Limits, extra=()) -> Settings:
+    """The form's values -> Settings, each checked against the model and the limits; `extra`:
+    the other names the endpoint reads itself."""
+    if not isinstance(data, dict):
+        raise BadRequest("expected a JSON object of settings")
+    known = {f.name for f in fields(Settings)} | set(extra)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise BadRequest(f"unknown setting {unknown[0]!r}; expected some of {', '.join(sorted(known))}")
+    sampler = data.get("sampler", Settings.sampler)
+    if sampler not in SAMPLERS:
+        raise BadRequest(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    T = explorer.num_timesteps
+    steps = number(data, "steps", int, 1, min(T, limits.max_steps), Settings.steps)
+    if sampler == "ddpm" and T > limits.max_steps:
+        raise BadRequest(f"sampler 'ddpm' takes all {T} steps; this server allows at most "
+                         f"{limits.max_steps} (choose ddim or dpm++)")
+    settings = Settings(
+        prompt=text(data, "prompt", limits.max_prompt),
+        negative_prompt=text(data, "negative_prompt", limits.max_prompt),
+        sampler=sampler, steps=steps,
+        guidance=number(data, "guidance", float, 0, 30, explorer.default_guidance),
+        eta=number(data, "eta", float, 0, 1, 0.0),
+        seed=number(data, "seed", int, 0, 2**31 - 1, 0),
+        n=number(data, "n", int, 1, limits.max_images, Settings.n))
+    if sampler == "dpm++" and settings.eta != 0:
+        raise BadRequest(f"eta {settings.eta}: DPM-Solver++ is deterministic (eta 0)")
+    if not explorer.has_text and (settings.prompt or settings.negative_prompt):
+        raise BadRequest("prompt: this model has no text encoder (a stage-1 or unconditional "
+                         "model); leave the prompt empty")
+    return settings
