@@ -48,20 +48,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common.config import format_config, option, parse_config
-from common.device import pick_device
-from common.errors import main_guard, require, require_positive
-from common.images import save_grid
-from common.paths import check_output
+from common import (check_output, format_config, main_guard, option, parse_config, pick_device,
+                    require, require_positive, save_grid)
 from data import load_dataset
 from data.captions import combined_requirements, full_caption, single_requirements
-from diffusion.pipeline import Pipeline, generate, load_pipeline
-from diffusion.sampling import SAMPLERS, make_sampler
+from diffusion import Pipeline, SAMPLERS, generate, load_pipeline, make_sampler
 from evaluation.frechet import evenly_spaced, frechet_report
 from evaluation.judge import judge_images, load_judge
 from evaluation.report import print_pixel_report, print_report
 from evaluation.scores import autoencoder_report, clip_scores, prompt_following
-from models.clip import load_clip
+from models import load_clip
 
 
 @dataclass
@@ -70,28 +66,28 @@ class Config:
     clip: str = option("", "CLIP checkpoint for the CLIP score; default: the one the model used")
     n: int = option(8, "images per prompt (seeds 0..n-1)")
     combinations: int = option(16, "prompts with 2 features, and as many with 3 (0: single "
-                                "attributes only)")
+                                   "attributes only)")
     unconditional: int = option(128, "unconditional samples for the baseline")
     guidance: float = option(None, "guidance scale; default: the model's (train_ldm --guidance)",
-                          type=float)
+                             type=float)
     sampler: str = option("ddim", "ddim (eta: --eta), dpm++ (DPM-Solver++(2M)) or ddpm (all T steps)",
-                       choices=SAMPLERS)
+                          choices=SAMPLERS)
     steps: int = option(50, "DDIM or DPM-Solver++ steps")
     eta: float = option(0.0, "DDIM only: 0 deterministic, 1 DDPM-like noise at every step")
     spacing: str = option(None, "timesteps of the few-step samplers; default leading for ddim, "
-                             "trailing for dpm++", choices=("leading", "trailing"), type=str)
+                                "trailing for dpm++", choices=("leading", "trailing"), type=str)
     real_images: int = option(1000, "at most this many images per set for the Frechet distance "
-                                 "(every set is cut to the smallest) and real images for the "
-                                 "CLIP score")
+                                    "(every set is cut to the smallest) and real images for the "
+                                    "CLIP score")
     classifier_steps: int = option(2000, "training steps of the judge when it is not cached")
     retrain_judge: bool = option(False, "train the judge again even when it is cached (and write "
-                                     "over the cached one)")
+                                        "over the cached one)")
     batch_size: int = option(128, "images generated (or reconstructed by the autoencoder) at once")
     score_batch_size: int = option(256, "images the judge and the CLIP read at once")
     judge_lr: float = option(2e-3, "peak learning rate of the judge (cosine decay to 0)")
     judge_batch_size: int = option(64, "real images per step of the judge's training")
     diversity_reference: int = option(64, "real held-out images, at most, that a prompt's "
-                                          "diversity is measured against")
+                                             "diversity is measured against")
     out: str = option("", "output folder; default: CKPT's folder/eval")
     seed: int = option(0, "seed of the prompt combinations")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -144,12 +140,11 @@ def main():
 
     # ---- 1. The model, its data, the judge -------------------------------------------------
     pipe = load_pipeline(args.ckpt, device)
+    require(pipe.vae is None or pipe.text is not None, f"--ckpt {args.ckpt}: an unconditional "
+            "latent model (trained without --clip); evaluate.py measures prompt following")
+    require(pipe.vae is None or pipe.attribute_names is not None,
+            f"--ckpt {args.ckpt}: trained on data without attributes")
     data, size, cache_dir = data_source(pipe)
-    if pipe.vae is not None:
-        require(pipe.text is not None, f"--ckpt {args.ckpt}: an unconditional model (trained "
-                                       "without --clip); evaluate.py measures prompt following")
-        require(pipe.attribute_names is not None,
-                f"--ckpt {args.ckpt}: trained on data without attributes")
     guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
     scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)
     classifier, judge_state = load_judge(data, size, cache_dir, args.classifier_steps, device,
@@ -158,7 +153,6 @@ def main():
     judge = functools.partial(judge_images, classifier, device=device, chunk=args.score_batch_size)
     held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
     train = load_dataset(data, size, split="train", cache_dir=cache_dir)
-    out.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(args.ckpt), "kind": "ddpm" if pipe.vae is None else "ldm",
               "step": pipe.step, "guidance": guidance, "sampler": args.sampler,
               "steps": None if args.sampler == "ddpm" else args.steps,
@@ -196,18 +190,26 @@ def main():
     report["judge_val_accuracy"] = judge_state["val_accuracy"]
     report["seconds"] = time.time() - started
 
-    # ---- 4. Report -------------------------------------------------------------------------
+    # ---- 4. Report: eval.json, a grid, the tables ------------------------------------------
+    singles = prompts[:len(groups.get("single", []))]
+    grid = torch.cat([images[p] for p in singles]) if singles else unconditional[:64]
+    write_report(out, report, grid, args.n if singles else 8, singles)
+    print(f"({time.time() - started:.0f} s)")
+
+
+def write_report(out: Path, report: dict, grid: torch.Tensor, nrow: int, rows: list[str]) -> None:
+    """OUT/eval.json, and the grid: a row per single-attribute prompt (prompts.png, its rows in
+    prompts.txt), or for stage 1 the first samples (samples.png); then the printed tables."""
+    out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
-    if prompts:
-        singles = prompts[:len(groups["single"])]
-        save_grid(torch.cat([images[p] for p in singles]), out / "prompts.png", nrow=args.n)
-        (out / "prompts.txt").write_text("".join(f"row {i}: {p}\n" for i, p in enumerate(singles)))
+    name = "prompts.png" if rows else "samples.png"
+    save_grid(grid, out / name, nrow=nrow)
+    if rows:
+        (out / "prompts.txt").write_text("".join(f"row {i}: {p}\n" for i, p in enumerate(rows)))
         print_report(report)
     else:
-        save_grid(unconditional[:64], out / "samples.png", nrow=8)
         print_pixel_report(report)
-    print(f"wrote {out}/eval.json, {out}/{'prompts' if prompts else 'samples'}.png "
-          f"({time.time() - started:.0f} s)")
+    print(f"wrote {out}/eval.json, {out}/{name}", end=" ")
 
 
 def requirement_groups(names: list[str], held_out, args: Config) -> dict[str, list[dict]]:

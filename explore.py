@@ -24,9 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.config import format_config, option, parse_config
-from common.device import pick_device
-from common.errors import ConfigError, main_guard, require
+from common import (ConfigError, format_config, main_guard, option, parse_config, pick_device,
+                    require)
 from explorer.requests import Limits
 from explorer.server import make_server
 from explorer.session import Explorer
@@ -36,11 +35,11 @@ from explorer.session import Explorer
 class Config:
     ckpt: str = option("", "a checkpoint.pt of train_ldm.py or train_unconditional.py", required=True)
     host: str = option("127.0.0.1", "address to listen on: 127.0.0.1 = this computer only; "
-                                 "0.0.0.0 = every network this computer is on")
+                                    "0.0.0.0 = every network this computer is on")
     port: int = option(8000, "port to listen on (0: any free port, printed)")
     clip: str = option(None, "the CLIP checkpoint for the similarity panel; default: the one the "
-                          "model was trained with (train_ldm --clip), if the file is there",
-                    type=str)
+                             "model was trained with (train_ldm --clip), if the file is there",
+                       type=str)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     max_images: int = option(8, "images per request, at most")
     max_steps: int = option(1000, "sampling steps per image, at most (ddpm takes all T)")

@@ -34,16 +34,12 @@ from pathlib import Path
 
 import torch
 
-from common.config import format_config, option, parse_config
-from common.device import pick_device
-from common.errors import ConfigError, DataError, main_guard, require
-from common.images import save_grid
-from common.paths import check_output
+from common import (ConfigError, DataError, check_output, format_config, main_guard, option,
+                    parse_config, pick_device, require, save_grid)
 from data.files import read_utf8
 from data.images import IMAGE_EXTENSIONS, load_square_image, to_tensor
-from diffusion.pipeline import Pipeline, generate, load_pipeline
-from diffusion.sampling import SAMPLERS, make_sampler, visited_timesteps
-from models.attention import AttentionRecorder
+from diffusion import Pipeline, SAMPLERS, generate, load_pipeline, make_sampler, visited_timesteps
+from models import AttentionRecorder
 from training.plots import save_attention_figure
 
 
@@ -53,32 +49,32 @@ class Config:
     n: int = option(None, "images (per prompt for a text model); default 64, or 8 per prompt", type=int)
     seed: int = option(0, "seed of the noise: same seed, same images")
     sampler: str = option("ddim", "ddpm: all T stochastic steps; ddim: --steps steps (deterministic "
-                               "at --eta 0); dpm++: DPM-Solver++(2M), --steps steps, trailing "
-                               "spacing", choices=SAMPLERS)
+                                  "at --eta 0); dpm++: DPM-Solver++(2M), --steps steps, trailing "
+                                  "spacing", choices=SAMPLERS)
     steps: int = option(50, "DDIM or DPM-Solver++ steps (ddpm always runs all T)")
     spacing: str = option(None, "which timesteps the few-step samplers visit; default: leading for "
-                             "ddim, trailing for dpm++ (Lin et al. 2024)",
-                       choices=("leading", "trailing"), type=str)
+                                "ddim, trailing for dpm++ (Lin et al. 2024)",
+                          choices=("leading", "trailing"), type=str)
     eta: float = option(0.0, "DDIM noise: 0 deterministic, 1 DDPM-like (briefly trained models look "
-                          "cleaner at 1; see docs/07-sampling.md)")
+                             "cleaner at 1; see docs/07-sampling.md)")
     # text-to-image (latent diffusion checkpoints)
     prompt: tuple = option((), "a prompt; repeat the flag for several. '' = unconditional",
-                        repeat=True)
+                           repeat=True)
     prompts_file: str = option("", "a text file with one prompt per line")
     guidance: float = option(None, "classifier-free guidance scale w (1 = none, 0 = unconditional); "
-                                "default: the one the model was trained to show (train_ldm "
-                                "--guidance)", type=float)
+                                   "default: the one the model was trained to show (train_ldm "
+                                   "--guidance)", type=float)
     negative_prompt: str = option("", "what guidance pushes away from (replaces the empty prompt)")
     attention_maps: bool = option(False, "also save OUT_attention.png: where each word's "
-                                      "cross-attention looks")
+                                         "cross-attention looks")
     # outputs
     out: str = option("samples.png", "the grid PNG")
     out_dir: str = option("", "also write one PNG per image here (and index.json for text models)")
     trajectory: bool = option(False, "also save OUT_trajectory.png: x_t and the predicted x_0 along "
-                                  "the way")
+                                     "the way")
     init_image: str = option("", "start from this image instead of noise")
     strength: float = option(0.5, "with --init-image: noise it to step strength*T (0 = unchanged, "
-                               "1 = new)")
+                                  "1 = new)")
     ema: bool = option(True, "sample with the EMA weights (--no-ema: the raw weights)")
     batch_size: int = option(64, "images denoised at once")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")

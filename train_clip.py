@@ -26,23 +26,15 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoints import load_weights
-from common.config import option, parse_config
-from common.device import PRECISION_CHOICES
-from common.errors import CheckpointError, ConfigError, main_guard, require, require_positive
-from common.randomness import seed_everything
+from common import (CheckpointError, ConfigError, PRECISION_CHOICES, load_weights, main_guard,
+                    option, parse_config, require, require_positive, seed_everything)
 from data.captions import caption_row, captions_for, full_caption, step_rng
 from data.latents import draw_latents, load_latents
-from models.clip import CLIP, build_clip, clip_checkpoint_problem, clip_loss
+from models import CLIP, Tokenizer, build_clip, clip_checkpoint_problem, clip_loss, load_vae
 from models.clip_eval import (caption_keys, embed_latents, embed_texts, plot_similarity,
                               plot_zero_shot, retrieval_accuracy, row_dict, zero_shot_accuracy)
-from models.tokenizer import Tokenizer
-from models.vae import load_vae
-from training.batches import BatchOrder
-from training.ema import unwrap
-from training.logger import MetricLogger
-from training.optim import load_optimizer_state, make_adam, optimizer_step, set_lr, warmup_cosine_lr
-from training.run import StopFlag, due, start_run
+from training import (BatchOrder, MetricLogger, StopFlag, due, load_optimizer_state, make_adam,
+                      optimizer_step, set_lr, start_run, unwrap, warmup_cosine_lr)
 
 
 @dataclass
@@ -56,20 +48,20 @@ class Config:
     text_heads: int = option(4, "attention heads per block", fixed=True)
     head_channels: int = option(64, "channels of the image head at the latent resolution", fixed=True)
     head_mult: tuple = option((1, 2, 4), "image head channel multiplier per level (each halves h, w)",
-                           fixed=True)
+                              fixed=True)
     embed_dim: int = option(256, "E, width of the shared image-text space", fixed=True)
     # optimisation
     steps: int = option(6000, "optimizer steps in total")
     batch_size: int = option(256, "image-caption pairs per step: the N of the N x N matrix (under "
-                               "torchrun each process has its own N / processes x N / processes)")
+                                  "torchrun each process has its own N / processes x N / processes)")
     lr: float = option(5e-4, "AdamW peak learning rate (warm-up, then cosine decay to 0)")
     warmup_steps: int = option(300, "linear learning-rate warm-up")
     weight_decay: float = option(0.1, "AdamW weight decay on matrices (not on norms, biases, t)")
     precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
-                                 "bf16 or fp16 (CUDA only)",
-                         choices=PRECISION_CHOICES)
+                                    "bf16 or fp16 (CUDA only)",
+                            choices=PRECISION_CHOICES)
     compile: bool = option(False, "torch.compile the model: faster steps after a first step that "
-                               "compiles (its time is printed); needs a C++ compiler on the CPU")
+                                  "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping
     out: str = option("runs/clip", "output folder")
     log_every: int = option(50, "steps between metric lines")
@@ -81,7 +73,7 @@ class Config:
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     resume: bool = option(False, "continue from OUT/checkpoint.pt exactly where it stopped")
     overwrite: bool = option(False, "start over in an --out that holds a run: delete its checkpoint, "
-                                 "metrics and images first (without it, such an --out is refused)")
+                                    "metrics and images first (without it, such an --out is refused)")
 
 
 PRESETS = {

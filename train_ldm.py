@@ -26,26 +26,17 @@ from dataclasses import dataclass
 
 import torch
 
-from common.checkpoints import load_weights
-from common.config import option, parse_config, range_problems, require_valid
-from common.device import PRECISION_CHOICES
-from common.errors import CheckpointError, ConfigError, main_guard, require, require_positive
-from common.images import save_grid
-from common.randomness import seed_everything
+from common import (CheckpointError, ConfigError, PRECISION_CHOICES, load_weights, main_guard,
+                    option, parse_config, range_problems, require, require_positive, require_valid,
+                    save_grid, seed_everything)
 from data.captions import VALIDATION_PROMPTS, captions_for, step_rng
 from data.latents import draw_latents, load_latents
-from diffusion import DDPMScheduler, make_sampler
-from diffusion.pipeline import Pipeline, checkpoint_problem, generate
-from diffusion.schedule import schedule_problems
-from models.clip import TextConditioner, load_clip, text_state
-from models.unet import build_unet, unet_problems
-from models.vae import load_vae
-from training.batches import BatchOrder
-from training.ema import EMA
-from training.logger import MetricLogger
-from training.optim import (LR_SCHEDULES, load_optimizer_state, make_adam, optimizer_step,
-                            scheduled_lr, set_lr)
-from training.run import StopFlag, due, start_run
+from diffusion import (DDPMScheduler, Pipeline, checkpoint_problem, generate, make_sampler,
+                       schedule_problems)
+from models import TextConditioner, build_unet, load_clip, load_vae, text_state, unet_problems
+from training import (BatchOrder, EMA, LR_SCHEDULES, MetricLogger, StopFlag, due,
+                      load_optimizer_state, make_adam, optimizer_step, scheduled_lr, set_lr,
+                      start_run)
 
 
 @dataclass
@@ -53,16 +44,16 @@ class Config:
     # inputs: the autoencoder (with its latent cache) and the CLIP text encoder
     vae: str = option("runs/vae/checkpoint.pt", "the trained autoencoder (train_vae.py)")
     clip: str = option("runs/clip/checkpoint.pt", "the trained CLIP (train_clip.py); '' = "
-                                               "unconditional latent diffusion")
+                                                  "unconditional latent diffusion")
     cond_drop: float = option(0.1, "probability of training on the empty prompt (classifier-free "
-                                "guidance needs it)")
+                                   "guidance needs it)")
     # model [P5] [P16]
     base_channels: int = option(128, "channels of the UNet's first level", fixed=True)
     channel_mult: tuple = option((1, 2, 2), "channel multiplier per level (32x32 latents: 32, 16, 8)",
-                              fixed=True)
+                                 fixed=True)
     num_res_blocks: int = option(2, "residual blocks per level", fixed=True)
     attention_levels: tuple = option((1, 2), "levels with self- and cross-attention (0 = full res)",
-                                  fixed=True)
+                                     fixed=True)
     num_heads: int = option(4, "attention heads", fixed=True)
     dropout: float = option(0.0, "dropout inside the residual blocks")
     # diffusion [P2] [P3] [P4]
@@ -71,25 +62,25 @@ class Config:
     beta_end: float = option(0.02, "beta_T of the linear schedule", fixed=True)
     beta_schedule: str = option("linear", "linear or cosine", fixed=True)
     prediction_type: str = option("v", "what the UNet predicts: v (Salimans & Ho 2022) or epsilon; "
-                                    "latents cannot be clipped like pixels, and x0 from an "
-                                    "epsilon model amplifies its errors by sqrt((1-a)/a) at high "
-                                    "noise (x157 at t = T-1), so v is the default here", fixed=True)
+                                       "latents cannot be clipped like pixels, and x0 from an "
+                                       "epsilon model amplifies its errors by sqrt((1-a)/a) at high "
+                                       "noise (x157 at t = T-1), so v is the default here", fixed=True)
     # optimisation
     steps: int = option(40_000, "optimizer steps in total")
     batch_size: int = option(128, "latents per step (summed over processes under torchrun)")
     lr: float = option(2e-4, "AdamW learning rate after warm-up")
     warmup_steps: int = option(1000, "linear learning-rate warm-up")
     min_snr_gamma: float = option(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023 use 5); "
-                                    "0: the plain mean squared error")
+                                       "0: the plain mean squared error")
     lr_schedule: str = option("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
-                           choices=LR_SCHEDULES)
+                              choices=LR_SCHEDULES)
     grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)")
     ema_decay: float = option(0.9995, "decay of the weights' moving average used for sampling")
     precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
-                                 "bf16 or fp16 (CUDA only, with loss scaling)",
-                         choices=PRECISION_CHOICES)
+                                    "bf16 or fp16 (CUDA only, with loss scaling)",
+                            choices=PRECISION_CHOICES)
     compile: bool = option(False, "torch.compile the model: faster steps after a first step that "
-                               "compiles (its time is printed); needs a C++ compiler on the CPU")
+                                  "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping
     out: str = option("runs/ldm", "output folder")
     log_every: int = option(50, "steps between metric lines")
@@ -102,7 +93,7 @@ class Config:
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     resume: bool = option(False, "continue from OUT/checkpoint.pt exactly where it stopped")
     overwrite: bool = option(False, "start over in an --out that holds a run: delete its checkpoint, "
-                                 "metrics and images first (without it, such an --out is refused)")
+                                    "metrics and images first (without it, such an --out is refused)")
 
 
 PRESETS = {

@@ -20,66 +20,59 @@ from dataclasses import dataclass
 
 import torch
 
-from common.checkpoints import load_weights
-from common.config import option, parse_config, range_problems, require_valid
-from common.device import PRECISION_CHOICES
-from common.errors import main_guard, require, require_positive
-from common.images import save_grid
-from common.randomness import seed_everything
+from common import (PRECISION_CHOICES, load_weights, main_guard, option, parse_config,
+                    range_problems, require, require_positive, require_valid, save_grid,
+                    seed_everything)
 from data import load_dataset
 from data.augment import augment
-from diffusion import DDPMScheduler, make_sampler
-from diffusion.pipeline import Pipeline, checkpoint_problem, generate
-from diffusion.schedule import schedule_problems
-from models.unet import build_unet, unet_problems
-from training.batches import BatchOrder
-from training.ema import EMA
-from training.logger import MetricLogger
-from training.optim import (LR_SCHEDULES, load_optimizer_state, make_adam, optimizer_step,
-                            scheduled_lr, set_lr)
-from training.run import StopFlag, due, start_run
+from diffusion import (DDPMScheduler, Pipeline, checkpoint_problem, generate, make_sampler,
+                       schedule_problems)
+from models import build_unet, unet_problems
+from training import (BatchOrder, EMA, LR_SCHEDULES, MetricLogger, StopFlag, due,
+                      load_optimizer_state, make_adam, optimizer_step, scheduled_lr, set_lr,
+                      start_run)
 
 
 @dataclass
 class Config:
     # data
     data: str = option("synthetic", "'synthetic' (embedded faces, made on first use), 'synthetic:N', "
-                                 "a CelebA folder, or an image folder")
+                                    "a CelebA folder, or an image folder")
     cache_dir: str = option("cache", "where decoded images and the synthetic dataset are kept")
     image_size: int = option(32, "training resolution in pixels (the video uses 32x32x3)", fixed=True)
     augment: bool = option(True, "random flip, small rotation, brightness and contrast [P6]")
     # model [P5]
     base_channels: int = option(96, "channels of the UNet's first level", fixed=True)
     channel_mult: tuple = option((1, 2, 2, 2), "channel multiplier per level (one level per entry)",
-                              fixed=True)
+                                 fixed=True)
     num_res_blocks: int = option(2, "residual blocks per level", fixed=True)
     attention_levels: tuple = option((1, 2), "level indices (0 = full resolution) with self-attention",
-                                  fixed=True)
+                                     fixed=True)
     dropout: float = option(0.1, "dropout inside the residual blocks")
     # diffusion [P2] [P3] [P4]
     num_train_timesteps: int = option(1000, "T, the number of noising steps", fixed=True)
     beta_start: float = option(1e-4, "beta_1 of the linear schedule (DDPM)", fixed=True)
     beta_end: float = option(0.02, "beta_T of the linear schedule (DDPM)", fixed=True)
     beta_schedule: str = option("linear", "linear (DDPM, the video) or cosine (Nichol & Dhariwal)",
-                             fixed=True)
+                                fixed=True)
     prediction_type: str = option("epsilon", "what the UNet predicts: epsilon (the video) or v",
-                               fixed=True)
+                                  fixed=True)
     # optimisation
     steps: int = option(30_000, "optimizer steps in total")
     batch_size: int = option(128, "images per step (summed over processes under torchrun)")
     lr: float = option(2e-4, "Adam learning rate after warm-up (DDPM used 2e-4)")
     warmup_steps: int = option(1000, "linear learning-rate warm-up")
     min_snr_gamma: float = option(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023 use 5); "
-                                    "0: the plain mean squared error")
+                                       "0: the plain mean squared error")
     lr_schedule: str = option("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
-                           choices=LR_SCHEDULES)
+                              choices=LR_SCHEDULES)
     grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)")
     ema_decay: float = option(0.9995, "decay of the weights' moving average used for sampling")
     precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
-                                 "bf16 or fp16 (CUDA only, with loss scaling)",
-                         choices=PRECISION_CHOICES)
+                                    "bf16 or fp16 (CUDA only, with loss scaling)",
+                            choices=PRECISION_CHOICES)
     compile: bool = option(False, "torch.compile the model: faster steps after a first step that "
-                               "compiles (its time is printed); needs a C++ compiler on the CPU")
+                                  "compiles (its time is printed); needs a C++ compiler on the CPU")
     channels_last: bool = option(True, "NHWC memory layout (faster convolutions on most devices)")
     # bookkeeping
     out: str = option("runs/unconditional", "output folder")
@@ -89,12 +82,12 @@ class Config:
     num_samples: int = option(64, "images in each sample grid")
     sample_steps: int = option(50, "DDIM steps for the sample grids")
     sample_eta: float = option(0.0, "DDIM noise for the sample grids: 0 deterministic, 1 DDPM-like "
-                                 "(1 hides the grain a briefly trained model leaves)")
+                                    "(1 hides the grain a briefly trained model leaves)")
     seed: int = option(0, "random seed")
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     resume: bool = option(False, "continue from OUT/checkpoint.pt exactly where it stopped")
     overwrite: bool = option(False, "start over in an --out that holds a run: delete its checkpoint, "
-                                 "metrics and images first (without it, such an --out is refused)")
+                                    "metrics and images first (without it, such an --out is refused)")
 
 
 PRESETS = {

@@ -20,32 +20,24 @@ default) it encodes the train and val splits once into OUT/latents_{split}.pt fo
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
 
-from common.checkpoints import load_weights
-from common.config import option, parse_config, range_problems, require_valid
-from common.device import PRECISION_CHOICES
-from common.errors import ConfigError, main_guard, require, require_positive
-from common.images import save_grid
-from common.randomness import seed_everything
+from common import (ConfigError, PRECISION_CHOICES, load_weights, main_guard, option, parse_config,
+                    range_problems, require, require_positive, require_valid, save_grid,
+                    seed_everything)
 from data import load_dataset
 from data.augment import augment
 from data.latents import encode_dataset
-from models.discriminator import PatchDiscriminator, discriminator_problems
+from models import (PatchDiscriminator, build_vae, discriminator_problems, latent_std,
+                    vae_checkpoint_problem, widths_problems)
 from models.losses import (adaptive_gan_weight, generator_loss, hinge_d_loss, kl_loss,
                            kl_weight_note, reconstruction_loss)
 from models.metrics import psnr, ssim
 from models.perceptual import build_perceptual_loss
-from models.unet import widths_problems
-from models.vae import build_vae, vae_checkpoint_problem
-from training.batches import BatchOrder
-from training.logger import MetricLogger
-from training.optim import (LR_SCHEDULES, load_optimizer_state, make_adam, optimizer_step,
-                            scheduled_lr, set_lr)
-from training.run import StopFlag, due, start_run
+from training import (BatchOrder, LR_SCHEDULES, MetricLogger, StopFlag, due, load_optimizer_state,
+                      make_adam, optimizer_step, scheduled_lr, set_lr, start_run)
 
 
 @dataclass
@@ -54,13 +46,13 @@ class Config:
     data: str = option("synthetic", "'synthetic', 'synthetic:N', a CelebA folder, or an image folder")
     cache_dir: str = option("cache", "where decoded images and the synthetic dataset are kept")
     image_size: int = option(128, "training resolution (the video: 128x128 images, 32x32 latents)",
-                          fixed=True)
+                             fixed=True)
     augment: bool = option(True, "random flip, small rotation, brightness and contrast")
     # model [P10]
     base_channels: int = option(64, "channels of the first level (GroupNorm: multiples of 32)",
-                             fixed=True)
+                                fixed=True)
     channel_mult: tuple = option((1, 2, 4), "multiplier per level; downsampling factor 2^(levels-1)",
-                              fixed=True)
+                                 fixed=True)
     num_res_blocks: int = option(2, "residual blocks per level", fixed=True)
     latent_channels: int = option(3, "channels of the latent (3, as in the video)", fixed=True)
     attention: bool = option(True, "self-attention in the middle blocks", fixed=True)
@@ -69,7 +61,7 @@ class Config:
     vgg_weights: str = option("", "a torchvision vgg16 state-dict file (optional)")
     perceptual_weight: float = option(1.0, "w_p, weight of the perceptual loss")
     kl_weight: float = option(1e-6, "w_kl on the per-element MEAN KL (the video: very small); "
-                                 "= 1.6e-5 in LDM's per-image-sum units at f=4, C=3")
+                                    "= 1.6e-5 in LDM's per-image-sum units at f=4, C=3")
     disc_start: int = option(5000, "step at which the discriminator and its loss switch on")
     disc_weight: float = option(0.5, "w_gan, on top of the adaptive weight lambda (LDM: 0.5)")
     disc_channels: int = option(64, "width of the PatchGAN's first layer", fixed=True)
@@ -80,12 +72,12 @@ class Config:
     lr: float = option(1e-4, "Adam learning rate of both optimizers, betas (0.5, 0.9) as in LDM")
     warmup_steps: int = option(500, "linear learning-rate warm-up")
     lr_schedule: str = option("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
-                           choices=LR_SCHEDULES)
+                              choices=LR_SCHEDULES)
     precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
-                                 "bf16 or fp16 (CUDA only)",
-                         choices=PRECISION_CHOICES)
+                                    "bf16 or fp16 (CUDA only)",
+                            choices=PRECISION_CHOICES)
     compile: bool = option(False, "torch.compile the autoencoder: faster steps after a first step that "
-                               "compiles (its time is printed); needs a C++ compiler on the CPU")
+                                  "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping
     out: str = option("runs/vae", "output folder")
     log_every: int = option(50, "steps between metric lines")
@@ -98,7 +90,7 @@ class Config:
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     resume: bool = option(False, "continue from OUT/checkpoint.pt exactly where it stopped")
     overwrite: bool = option(False, "start over in an --out that holds a run: delete its checkpoint, "
-                                 "metrics and images first (without it, such an --out is refused)")
+                                    "metrics and images first (without it, such an --out is refused)")
 
 
 PRESETS = {
@@ -146,24 +138,6 @@ def evaluate(vae, dataset, run) -> tuple[dict, torch.Tensor]:
             first = torch.cat([x[:8], x_rec[:8]])  # inputs above outputs
     vae.train()
     return {name: torch.cat(values).mean().item() for name, values in scores.items()}, first
-
-
-@torch.no_grad()
-def latent_std(vae, dataset, cfg, device) -> float:
-    """Standard deviation of z ~ q(z | x) over `scale_images` training images (LDM's scale_factor
-    is 1 / this). Nothing in float64 on the device (MPS has none): each batch is summed in float32
-    there, and the sums of all batches are added up in Python floats (double precision)."""
-    vae.eval()
-    total, total_sq, n = 0.0, 0.0, 0
-    for start in range(0, min(cfg.scale_images, len(dataset)), cfg.batch_size):
-        stop = min(start + cfg.batch_size, cfg.scale_images, len(dataset))
-        x = dataset.batch(torch.arange(start, stop), device)["image"]
-        z = vae.encode(x).sample().float()                          # (B, C, h, w) on the device
-        # float32 sums per batch on the device, accumulated across batches in Python floats
-        total, total_sq, n = total + z.sum().item(), total_sq + (z * z).sum().item(), n + z.numel()
-    vae.train()
-    mean = total / n
-    return math.sqrt(total_sq / n - mean**2)
 
 
 def main():
@@ -282,7 +256,7 @@ def main():
                            f"SSIM {scores['ssim']:.4f}")
         if saving:
             if done == cfg.steps:  # [P12] unit-variance latents for diffusion: z * scale_factor
-                scale_factor = 1.0 / latent_std(vae, dataset, cfg, device)
+                scale_factor = 1.0 / latent_std(vae, dataset, cfg.scale_images, cfg.batch_size, device)
             run.save(done, "vae", model=vae.state_dict(), discriminator=disc.state_dict(),
                      optimizer=optimizer_ae.state_dict(), optimizer_discriminator=optimizer_d.state_dict(),
                      scaler=scaler_ae.state_dict(), scaler_discriminator=scaler_d.state_dict(),

@@ -19,3 +19,13 @@ checks it.
 
 Import from the module that holds a name: `from common.errors import ConfigError`.
 """
+
+from common.checkpoints import load_checkpoint, load_weights, save_checkpoint
+from common.config import (format_config, option, parse_config, range_problems, require_valid,
+                           stored_problem)
+from common.device import PRECISION_CHOICES, autocast, pick_device
+from common.errors import (CheckpointError, ConfigError, DataError, main_guard, require,
+                           require_positive, warn)
+from common.images import png_bytes, save_grid
+from common.paths import check_output
+from common.randomness import gaussian_noise_like, seed_everything

@@ -19,6 +19,8 @@ latents bounded (models/losses.py, kl_loss) [P11]. Training losses: models/losse
 models/perceptual.py, models/discriminator.py.
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -194,6 +196,24 @@ class AutoencoderKL(nn.Module):
         """The weight of the decoder's final conv: the adaptive GAN weight compares the gradients
         of the reconstruction and GAN losses at this tensor (models/losses.py)."""
         return self.decoder.out[-1].weight
+
+
+@torch.no_grad()
+def latent_std(vae: "AutoencoderKL", dataset, count: int, batch_size: int, device) -> float:
+    """[P12] Standard deviation of z ~ q(z | x) over the first `count` images of `dataset` (a
+    data.ImageDataset), `batch_size` at a time: LDM's scale_factor is 1 / this. Nothing in float64 on the device (MPS has none): each batch is summed in float32
+    there, and the sums of all batches are added up in Python floats (double precision)."""
+    vae.eval()
+    total, total_sq, n = 0.0, 0.0, 0
+    for start in range(0, min(count, len(dataset)), batch_size):
+        stop = min(start + batch_size, count, len(dataset))
+        x = dataset.batch(torch.arange(start, stop), device)["image"]
+        z = vae.encode(x).sample().float()                          # (B, C, h, w) on the device
+        # float32 sums per batch on the device, accumulated across batches in Python floats
+        total, total_sq, n = total + z.sum().item(), total_sq + (z * z).sum().item(), n + z.numel()
+    vae.train()
+    mean = total / n
+    return math.sqrt(total_sq / n - mean**2)
 
 
 def build_vae(cfg: dict) -> AutoencoderKL:

@@ -172,7 +172,7 @@ def test_every_stage_steps_through_the_shared_optimizer_step(stage_runs, stage, 
 
 
 def test_the_latent_std_measurement_makes_no_float64(no_float64):
-    from train_vae import Config, latent_std
+    from models.vae import latent_std
 
     class Ones:  # a dataset of constant images: the std of z ~ q(z | x) is known
         def __len__(self):
@@ -183,8 +183,7 @@ def test_the_latent_std_measurement_makes_no_float64(no_float64):
 
     torch.manual_seed(0)
     vae = AutoencoderKL(base_channels=32, channel_mult=(1, 2), num_res_blocks=1)
-    cfg = Config(scale_images=10, batch_size=4)
-    std = latent_std(vae, Ones(), cfg, "cpu")
+    std = latent_std(vae, Ones(), count=10, batch_size=4, device="cpu")
     with torch.no_grad():
         z = torch.stack([vae.encode(torch.zeros(1, 3, 8, 8)).mean[0]] * 10)
         posterior = vae.encode(torch.zeros(1, 3, 8, 8))

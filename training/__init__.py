@@ -1,24 +1,24 @@
-"""Training plumbing shared by the four stage scripts (and by sample.py and evaluate.py).
+"""The run scaffold of the four stage scripts: the chores every training loop repeats, one idea
+per file, so that each stage script stays one flat loop a reader can follow top to bottom.
 
-Each stage script stays one flat loop that a reader can follow top to bottom; the chores that
-every loop repeats live here, one idea per file:
-
-    errors        ConfigError, CheckpointError, main_guard, require: one-line messages, exit 2
-    config        opt, parse_config: dataclass defaults -> type-checked --flags, presets
-    checks        schedule_problems, unet_problems, ...: settings no model or schedule works with
-    device        pick_device, autocast, make_grad_scaler: cuda > mps > cpu, fp32 / bf16 / fp16
-    optim         make_adam, warmup_lr, optimizer_step: fused Adam, lr schedules, one step
-    speed         maybe_compile, CompileClock, InputClock: torch.compile and where time goes
-    randomness    seed_everything, rng_state, set_rng_state: exact resume
-    batches       BatchSampler: the batch of step s is a pure function of (seed, s)
-    distributed   setup_distributed, wrap_ddp, any_rank: torchrun + DistributedDataParallel
+    run           start_run -> Run: processes, device, OUT folder; run.resume, run.seed_or_restore,
+                  run.save, run.finish, run.autocast, run.wrap...; StopFlag, due
+    batches       BatchOrder: the batch of step s is a pure function of (seed, s)
+    optim         make_adam, scheduled_lr, set_lr, optimizer_step: fused Adam, lr schedules, a step
     ema           EMA: exponential moving average of the weights
-    checkpoints   save_checkpoint, load_checkpoint, load_weights: atomic writes, safe loads,
-                  the format of each kind checked on load, a full disk said plainly
-    folders       output_folder, check_new_run: --out is a folder; a run is never overwritten
     logger        MetricLogger: the logging window, metrics.jsonl, the NaN stop
-    plots         save_grid, plot_metrics, save_attention_figure
-    run           start_run, resume_state, start_noise, StopFlag: the scaffold of a stage
+    plots         plot_metrics, save_attention_figure
+    folders       check_new_run: a run is never overwritten silently
+    distributed   torchrun + DistributedDataParallel, used through Run
+    speed         torch.compile and the clocks of where a step's time goes
 
-Import from the module that holds a name: `from training.optim import optimizer_step`.
+What every package uses (errors, config, checkpoints, device, randomness) is in common/, below.
+The names a stage script uses are imported here: `from training import EMA, start_run, ...`.
 """
+
+from training.batches import BatchOrder
+from training.ema import EMA, unwrap
+from training.logger import MetricLogger
+from training.optim import (LR_SCHEDULES, load_optimizer_state, make_adam, optimizer_step,
+                            scheduled_lr, set_lr, warmup_cosine_lr)
+from training.run import StopFlag, due, start_run

@@ -9,7 +9,7 @@ z = posterior.mode() (the mean of q(z | x), 3 x S/f x S/f) as one panel per chan
 decode(z). All twelve channel panels share one colour scale, symmetric around 0, with its colorbar
 on the right, so the panels compare with each other and with the unit variance diffusion wants.
 The title gives the standard deviation of these latents and the checkpoint's scale_factor
-(1 / the std of sampled latents over the training images, train_vae.latent_std).
+(1 / the std of sampled latents over the training images, models.vae.latent_std).
 """
 
 import argparse
