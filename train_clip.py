@@ -181,7 +181,8 @@ def main():
             scaler.load_state_dict(state["scaler"])
     start_step = run.seed_or_restore(state)
     train_clip = run.wrap(clip)
-    count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
+    def count(module):  # parameters, in millions
+        return sum(p.numel() for p in module.parameters()) / 1e6
     run.print(f"CLIP: text encoder {count(clip.text_encoder):.2f}M, image head "
               f"{count(clip.image_head):.2f}M parameters (+ the frozen autoencoder encoder)")
 

@@ -35,7 +35,7 @@ from common.images import png_bytes
 from diffusion.sampling import SAMPLERS
 from explorer.jobs import KEEP_JOBS, Job, JobQueue
 from explorer.requests import BadRequest, Limits, number, parse_settings, text
-from explorer.session import Explorer, Result, Settings, heat_png, read_upload
+from explorer.session import SWEEP_SCALES, Explorer, Result, Settings, heat_png, read_upload
 
 ROOT = Path(__file__).resolve().parent.parent          # the repository
 STATIC = Path(__file__).resolve().parent / "static"    # the page's own files
@@ -153,7 +153,7 @@ class Handler(BaseHTTPRequestHandler):
                 "text": e.has_text, "step": e.step, "size": e.image_size,
                 "timesteps": e.num_timesteps, "samplers": list(SAMPLERS),
                 "defaults": {**vars(Settings()), "guidance": e.default_guidance},
-                "limits": vars(self.limits), "sweep": [0, 1, 3, 7],
+                "limits": vars(self.limits), "sweep": list(SWEEP_SCALES),
                 "clip": e.clip is not None, "clip_note": e.clip_note,
                 "vocabulary": len(e.vocabulary())}
 

@@ -35,8 +35,9 @@ def gaussian_run(scheduler, s2: float, steps: int):
     relative error of x at the last timestep (before the final jump to x0)."""
     scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps.tolist()
-    std = lambda t: math.sqrt(scheduler.alpha_bar(t).double().item() * s2  # noqa: E731
-                              + 1 - scheduler.alpha_bar(t).double().item())
+    def std(t):
+        return math.sqrt(scheduler.alpha_bar(t).double().item() * s2
+                         + 1 - scheduler.alpha_bar(t).double().item())
     x_T = torch.linspace(-2, 2, 5, dtype=torch.float64) * std(timesteps[0])
     x = x_T.clone()
     for t in timesteps[:-1]:
@@ -72,7 +73,8 @@ def test_few_trailing_steps_are_far_more_accurate_than_ddim():
 
 def test_sampling_loop_runs_dpm_solver_and_restarts_its_history():
     dpm, _ = schedulers(8)
-    model = lambda x, t: 0.1 * x  # noqa: E731  any deterministic eps-model
+    def model(x, t):
+        return 0.1 * x  # any deterministic eps-model
     x_T = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     first = sample(model, dpm, x_T, progress=False)
     again = sample(model, dpm, x_T, progress=False)  # a second run must not reuse the first's history

@@ -305,7 +305,8 @@ def test_rerun_from_a_late_step_changes_less_than_from_an_early_one(session):
     parent = session.generate(settings)
     late = session.rerun(parent, image=0, step=len(parent.steps) - 1, seed=50, n=4)
     early = session.rerun(parent, image=0, step=0, seed=50, n=4)
-    change = lambda r: (r.images - parent.images[0]).pow(2).mean().item()  # noqa: E731
+    def change(r):
+        return (r.images - parent.images[0]).pow(2).mean().item()
     assert late.steps == parent.steps[-1:] and early.steps == parent.steps  # where each starts
     assert change(late) < 0.1 * change(early)
     # the variations differ from one another (new noise per seed)

@@ -218,7 +218,8 @@ def test_frechet_spread_matches_the_spread_over_fresh_draws():
     moves between independent draws of the same size."""
     from models.metrics import feature_statistics, frechet_distance_spread
     generator = torch.Generator().manual_seed(0)
-    draw = lambda shift: torch.randn(200, 4, generator=generator) + shift  # noqa: E731
+    def draw(shift):
+        return torch.randn(200, 4, generator=generator) + shift
     fresh = torch.tensor([frechet_distance(*feature_statistics(draw(0.5)),
                                            *feature_statistics(draw(0.0))) for _ in range(200)])
     spreads = [frechet_distance_spread(draw(0.5), draw(0.0), rounds=100, seed=s) for s in range(5)]

@@ -69,7 +69,8 @@ def random_features(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_stage1_frechet_is_near_zero_for_two_halves_of_real_faces_and_large_for_noise():
-    pooled = lambda x: F.avg_pool2d(x, 8).flatten(1)  # noqa: E731  (N, 48): a stand-in feature
+    def pooled(x):
+        return F.avg_pool2d(x, 8).flatten(1)  # (N, 48): a stand-in feature
     real = pooled(faces(400))
     noise = pooled(torch.rand(200, 3, 32, 32) * 2 - 1)
     halves = frechet_distance(*feature_statistics(real[:200]), *feature_statistics(real[200:]))

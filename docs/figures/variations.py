@@ -37,7 +37,8 @@ def main() -> None:
     scheduler = DDIMScheduler.from_ddpm(scheduler)
     scheduler.set_timesteps(args.steps)
     size = config["image_size"]
-    model_fn = lambda x_t, t: model(x_t, t)  # noqa: E731
+    def model_fn(x_t, t):  # the UNet, unconditional
+        return model(x_t, t)
 
     # 1. the image to vary: a fresh sample
     generator = torch.Generator().manual_seed(args.image_seed)
