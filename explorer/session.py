@@ -122,20 +122,20 @@ class Explorer:
 
     # ---- the model calls ----------------------------------------------------------------------
 
-    def sampler(self, settings: Settings):
+    def scheduler_for(self, settings: Settings):
         """(scheduler, eta) of the settings (a ValueError for a step count the model lacks)."""
         return make_sampler(self.pipe.scheduler, settings.sampler, settings.steps,
                             eta=settings.eta)
 
     def model_calls(self, settings: Settings, strength: float = 1.0) -> int:
         """The sampling steps one image of these settings takes (the progress bar's length)."""
-        return len(visited_timesteps(self.sampler(settings)[0], strength))
+        return len(visited_timesteps(self.scheduler_for(settings)[0], strength))
 
     def _sample(self, settings: Settings, seeds: list[int], guidance: float, on_step=None,
                 x_init: torch.Tensor | None = None, strength: float = 1.0,
                 record: bool = True) -> Result:
         """One batch, image i from seeds[i], as sample.py draws it; the way kept when `record`."""
-        scheduler, eta = self.sampler(settings)
+        scheduler, eta = self.scheduler_for(settings)
         visited = visited_timesteps(scheduler, strength)
         shown = kept_steps(visited) if record else None
         generator = torch.Generator().manual_seed(settings.seed)  # stochastic steps' noise

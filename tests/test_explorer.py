@@ -280,7 +280,7 @@ def test_trajectory_and_attention_per_word_at_each_step(session):
     settings = Settings(prompt="a smiling man with zzyzx", sampler="ddim", steps=6, guidance=3.0,
                         seed=0, n=2)
     result = session.generate(settings)
-    assert result.steps == session.sampler(settings)[0].timesteps.tolist()  # all 6 steps kept
+    assert result.steps == session.scheduler_for(settings)[0].timesteps.tolist()  # all 6 steps kept
     assert result.x_t.shape == (6, 2, 3, 32, 32) and result.x0.shape == (6, 2, 3, 32, 32)
     assert torch.equal(result.x_t[0], session.pipe.vae.decode(torch.stack([
         torch.randn(session.pipe.sample_shape, generator=torch.Generator().manual_seed(s))

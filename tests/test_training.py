@@ -43,16 +43,16 @@ def test_parse_config_rejects_bad_flags(argv, capsys):
     assert argv[0] in capsys.readouterr().err
 
 
-def test_batch_sampler_is_a_function_of_the_step_and_shards_ranks():
-    sampler = BatchOrder(n=103, batch_size=10, seed=7)
-    assert sampler.steps_per_epoch == 10
-    epoch = torch.cat([sampler(s) for s in range(10)])
+def test_the_batch_order_is_a_function_of_the_step_and_shards_ranks():
+    batch_order = BatchOrder(n=103, batch_size=10, seed=7)
+    assert batch_order.steps_per_epoch == 10
+    epoch = torch.cat([batch_order(s) for s in range(10)])
     assert len(set(epoch.tolist())) == 100  # one epoch: no repeats, the last 3 dropped
     again = BatchOrder(n=103, batch_size=10, seed=7)
-    assert torch.equal(again(23), sampler(23))  # no hidden state: resume-safe
-    assert not torch.equal(sampler(3), sampler(13))  # a fresh permutation each epoch
+    assert torch.equal(again(23), batch_order(23))  # no hidden state: resume-safe
+    assert not torch.equal(batch_order(3), batch_order(13))  # a fresh permutation each epoch
     ranks = [BatchOrder(103, 10, 7, rank=r, world_size=2)(4) for r in range(2)]
-    assert sorted(torch.cat(ranks).tolist()) == sorted(sampler(4).tolist())
+    assert sorted(torch.cat(ranks).tolist()) == sorted(batch_order(4).tolist())
     assert not set(ranks[0].tolist()) & set(ranks[1].tolist())
     with pytest.raises(ConfigError, match="--batch-size 0"):
         BatchOrder(103, 0, 7)
