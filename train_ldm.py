@@ -33,6 +33,7 @@ from data.captions import VALIDATION_PROMPTS, captions_for, step_rng
 from data.latents import draw_latents, load_latents
 from diffusion import (DDPMScheduler, Pipeline, checkpoint_problem, generate, make_sampler,
                        schedule_problems)
+from diffusion.flow import FLOW_TIME_SCALE, FlowMatching, flow_loss, flow_path, logit_normal_t
 from models import TextConditioner, build_unet, load_clip, load_vae, text_state, unet_problems
 from training import (BatchOrder, EMA, LR_SCHEDULES, MetricLogger, StopFlag, due,
                       load_optimizer_state, make_adam, optimizer_step, scheduled_lr, set_lr,
@@ -65,6 +66,13 @@ class Config:
                                        "latents cannot be clipped like pixels, and x0 from an "
                                        "epsilon model amplifies its errors by sqrt((1-a)/a) at high "
                                        "noise (x157 at t = T-1), so v is the default here", fixed=True)
+    # flow matching, beyond the video (docs/flow-matching.md)
+    objective: str = option("ddpm", "ddpm: the video's noising and noise prediction; flow: flow "
+                                    "matching on the straight path (the beta and prediction "
+                                    "settings are then unused)", choices=("ddpm", "flow"),
+                            fixed=True)
+    logit_mean: float = option(0.0, "flow: location of the logit-normal timesteps (SD3: 0)")
+    logit_std: float = option(1.0, "flow: scale of the logit-normal timesteps (SD3: 1)")
     # optimisation
     steps: int = option(40_000, "optimizer steps in total")
     batch_size: int = option(128, "latents per step (summed over processes under torchrun)")
@@ -184,7 +192,9 @@ def main():
     run.print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
               + (f", cross-attention to {context_dim}-wide text tokens" if text else ""))
 
-    sample_scheduler, _ = make_sampler(scheduler, "ddim", cfg.sample_steps)  # eta 0
+    flow = cfg.objective == "flow"   # validation grids: DDIM, or Euler for flow matching
+    sample_scheduler, _ = make_sampler(FlowMatching.from_config(config) if flow else scheduler,
+                                       "euler" if flow else "ddim", cfg.sample_steps)  # eta 0
     pipe = Pipeline(ema.model, latent_shape, vae=vae.to(device), text=text,
                     scale_factor=scale_factor)
 
@@ -220,12 +230,20 @@ def main():
             context, context_mask = text(captions, device, warn_unknown=False)  # (B, L, D), (B, L)
         logger.input.stop()
         # 3. as in stage 1: random t, closed-form noising, predict the noise (or v)
-        t = torch.randint(0, cfg.num_train_timesteps, (z0.shape[0],), device=device)
-        noise = torch.randn_like(z0)
-        z_t = scheduler.add_noise(z0, noise, t)
-        with run.autocast():
-            prediction = train_model(z_t, t, context, context_mask)
-        loss = scheduler.training_loss(prediction, z0, noise, t, cfg.min_snr_gamma)
+        if cfg.objective == "ddpm":
+            t = torch.randint(0, cfg.num_train_timesteps, (z0.shape[0],), device=device)
+            noise = torch.randn_like(z0)
+            z_t = scheduler.add_noise(z0, noise, t)
+            with run.autocast():
+                prediction = train_model(z_t, t, context, context_mask)
+            loss = scheduler.training_loss(prediction, z0, noise, t, cfg.min_snr_gamma)
+        else:  # flow matching, beyond the video (docs/flow-matching.md): predict eps - z0
+            t = logit_normal_t(z0.shape[0], cfg.logit_mean, cfg.logit_std).to(device)  # (B,)
+            noise = torch.randn_like(z0)
+            z_t = flow_path(z0, noise, t)                         # z_t = (1 - t) z0 + t eps
+            with run.autocast():
+                prediction = train_model(z_t, FLOW_TIME_SCALE * t, context, context_mask)
+            loss = flow_loss(prediction, z0, noise)               # || v_theta - (eps - z0) ||^2
         lr = scheduled_lr(cfg.lr_schedule, step, cfg.lr, cfg.warmup_steps, cfg.steps)
         set_lr(optimizer, lr)
         scaler.scale(loss).backward()

@@ -27,6 +27,7 @@ from data import load_dataset
 from data.augment import augment
 from diffusion import (DDPMScheduler, Pipeline, checkpoint_problem, generate, make_sampler,
                        schedule_problems)
+from diffusion.flow import FLOW_TIME_SCALE, FlowMatching, flow_loss, flow_path, logit_normal_t
 from models import build_unet, unet_problems
 from training import (BatchOrder, EMA, LR_SCHEDULES, MetricLogger, StopFlag, due,
                       load_optimizer_state, make_adam, optimizer_step, scheduled_lr, set_lr,
@@ -57,6 +58,13 @@ class Config:
                                 fixed=True)
     prediction_type: str = option("epsilon", "what the UNet predicts: epsilon (the video) or v",
                                   fixed=True)
+    # flow matching, beyond the video (docs/flow-matching.md)
+    objective: str = option("ddpm", "ddpm: the video's noising and noise prediction; flow: flow "
+                                    "matching on the straight path (the beta and prediction "
+                                    "settings are then unused)", choices=("ddpm", "flow"),
+                            fixed=True)
+    logit_mean: float = option(0.0, "flow: location of the logit-normal timesteps (SD3: 0)")
+    logit_std: float = option(1.0, "flow: scale of the logit-normal timesteps (SD3: 1)")
     # optimisation
     steps: int = option(30_000, "optimizer steps in total")
     batch_size: int = option(128, "images per step (summed over processes under torchrun)")
@@ -151,7 +159,10 @@ def main():
     run.print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
     # Sample grids use their own generators, so drawing them does not change the training noise.
-    sample_scheduler, eta = make_sampler(scheduler, "ddim", cfg.sample_steps, eta=cfg.sample_eta)
+    flow = cfg.objective == "flow"
+    sample_scheduler, eta = make_sampler(FlowMatching.from_config(config) if flow else scheduler,
+                                         "euler" if flow else "ddim", cfg.sample_steps,
+                                         eta=0.0 if flow else cfg.sample_eta)
     pipe = Pipeline(ema.model, (3, cfg.image_size, cfg.image_size))  # pixels: no autoencoder
 
     def sample_grid(step: int) -> None:
@@ -175,15 +186,23 @@ def main():
             x0 = augment(x0)
         x0 = x0.contiguous(memory_format=memory_format)
         logger.input.stop()
-        # 2. a random timestep and Gaussian noise per image
-        t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), device=device)  # (B,)
-        noise = torch.randn_like(x0)  # eps ~ N(0, I)
-        # [P3] 3. jump to step t in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
-        x_t = scheduler.add_noise(x0, noise, t)
-        # [P6] 4. the UNet predicts the noise (or v); DDPM Algorithm 1: || eps - eps_theta(x_t, t) ||^2
-        with run.autocast():
-            prediction = train_model(x_t, t)
-        loss = scheduler.training_loss(prediction, x0, noise, t, cfg.min_snr_gamma)
+        if cfg.objective == "ddpm":
+            # 2. a random timestep and Gaussian noise per image
+            t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), device=device)  # (B,)
+            noise = torch.randn_like(x0)  # eps ~ N(0, I)
+            # [P3] 3. jump to step t in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
+            x_t = scheduler.add_noise(x0, noise, t)
+            # [P6] 4. the UNet predicts the noise (or v); DDPM Algorithm 1: || eps - eps_theta(x_t, t) ||^2
+            with run.autocast():
+                prediction = train_model(x_t, t)
+            loss = scheduler.training_loss(prediction, x0, noise, t, cfg.min_snr_gamma)
+        else:  # flow matching, beyond the video (docs/flow-matching.md): the same three steps
+            t = logit_normal_t(x0.shape[0], cfg.logit_mean, cfg.logit_std).to(device)  # (B,)
+            noise = torch.randn_like(x0)
+            x_t = flow_path(x0, noise, t)                         # x_t = (1 - t) x0 + t eps
+            with run.autocast():
+                prediction = train_model(x_t, FLOW_TIME_SCALE * t)  # v_theta(x_t, t)
+            loss = flow_loss(prediction, x0, noise)               # || v_theta - (eps - x0) ||^2
         # 5. backward, and one optimizer step with the learning rate warmed up linearly
         lr = scheduled_lr(cfg.lr_schedule, step, cfg.lr, cfg.warmup_steps, cfg.steps)
         set_lr(optimizer, lr)

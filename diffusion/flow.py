@@ -17,8 +17,44 @@ x_t - t v: the same bookkeeping as DDPM's x0_pred, and the reason one UNet fits 
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+FLOW_TIME_SCALE = 1000.0  # the UNet's time embedding reads 1000 t: DDPM's 0..T-1 range (SD3 too)
+FLOW_SAMPLERS = ("euler", "heun")  # the ODE solvers of sample_flow
+
+
+@dataclass
+class FlowMatching:
+    """The training side of a flow-matching model: its timestep distribution and time scale (what
+    a checkpoint's config says; DDPMScheduler is the same for a DDPM model)."""
+    logit_mean: float = 0.0         # location of the logit-normal timesteps (SD3: 0)
+    logit_std: float = 1.0          # scale of the logit-normal timesteps (SD3: 1)
+    num_train_timesteps = int(FLOW_TIME_SCALE)  # the UNet's time range, 0 .. 1000 t (as DDPM's T)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "FlowMatching":
+        return cls(cfg.get("logit_mean", 0.0), cfg.get("logit_std", 1.0))
+
+    def to(self, device) -> "FlowMatching":
+        return self  # no tensors: nothing to move
+
+
+@dataclass
+class FlowSampler:
+    """How to sample a flow-matching model: num_steps steps of an ODE solver (sample_flow)."""
+    num_steps: int
+    solver: str = "euler"           # "euler" or "heun"
+
+    def times(self, strength: float = 1.0) -> list[float]:
+        """The times at which a step starts (each step's first model call), first to last."""
+        return flow_timesteps(self.num_steps, strength)[:-1]
+
+    def model_calls(self, strength: float = 1.0) -> int:
+        """Model calls of a run: one per Euler step; Heun adds one on every step but the last."""
+        steps = len(self.times(strength))
+        return steps if self.solver == "euler" or steps == 0 else 2 * steps - 1
 
 
 def logit_normal_t(batch: int, mean: float = 0.0, std: float = 1.0,
@@ -68,7 +104,8 @@ def flow_timesteps(num_steps: int, strength: float = 1.0) -> list[float]:
 
 @torch.no_grad()
 def sample_flow(velocity_fn, x_T: torch.Tensor, num_steps: int, solver: str = "euler",
-                x_init: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+                x_init: torch.Tensor | None = None, strength: float = 1.0,
+                trajectory_steps=None, trajectory: list | None = None) -> torch.Tensor:
     """Integrate dx/dt = velocity_fn(x, t) from t = strength down to t = 0.
 
     velocity_fn: (x_t (B, C, H, W), t (B,) float in [0, 1]) -> the predicted velocity
@@ -79,6 +116,8 @@ def sample_flow(velocity_fn, x_T: torch.Tensor, num_steps: int, solver: str = "e
                  two calls per step, one on the last step, which ends at t = 0, as EDM does)
     x_init:      with strength < 1, start from x_init moved to t = strength on its line to x_T
                  (SDEdit in flow form); strength 0 returns x_init
+    trajectory_steps: step start times (of FlowSampler.times) at which to record (t, x_t,
+    trajectory:       x0_pred), appended to the list `trajectory`, as diffusion.sample does
     Returns x_0 (B, C, H, W).
     """
     if solver not in ("euler", "heun"):
@@ -86,10 +125,16 @@ def sample_flow(velocity_fn, x_T: torch.Tensor, num_steps: int, solver: str = "e
     times = flow_timesteps(num_steps, strength)
     if strength < 1.0 and x_init is None:
         raise ValueError("strength < 1 needs x_init, the image to start from")
+    record = set(trajectory_steps or [])
+    if record - set(times[:-1]):
+        raise ValueError(f"trajectory_steps {sorted(record - set(times[:-1]))} are not step "
+                         "times of this run")
     x = x_T if strength == 1.0 else flow_path(x_init, x_T, strength)
     for t, t_next in zip(times[:-1], times[1:]):
         t_batch = torch.full((x.shape[0],), t, device=x.device)             # (B,)
         velocity = velocity_fn(x, t_batch)
+        if t in record:
+            trajectory.append((t, x, flow_x0(velocity, t, x)))
         x_euler = x + (t_next - t) * velocity
         if solver == "euler" or t_next == 0:
             x = x_euler

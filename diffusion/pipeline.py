@@ -27,6 +27,7 @@ import torch
 from common.checkpoints import entries_problem, load_checkpoint, load_weights
 from common.config import stored_problem
 from diffusion.ddpm import DDPMScheduler
+from diffusion.flow import FLOW_TIME_SCALE, FlowMatching, FlowSampler, sample_flow
 from diffusion.guidance import conditional_rows, guided_prediction
 from diffusion.sampling import sample
 from diffusion.schedule import SCHEDULE_SETTINGS, schedule_problems
@@ -43,7 +44,8 @@ class Pipeline:
     vae: AutoencoderKL | None = None        # decodes z_0 / scale_factor; None: a pixel model
     text: TextConditioner | None = None     # None: an unconditional model
     scale_factor: float = 1.0               # z * scale_factor has unit variance [P12]; pixels: 1
-    scheduler: DDPMScheduler | None = None  # the training schedule (make_sampler picks a sampler)
+    scheduler: DDPMScheduler | FlowMatching | None = None  # the training objective: DDPM's
+                                            # schedule, or flow matching (make_sampler picks a sampler)
     config: dict | None = None              # the stage's config (train_ldm.py, train_unconditional.py)
     vae_config: dict | None = None          # train_vae.py's config (data, image size, cache)
     attribute_names: list | None = None     # the dataset's attribute names, if it has them
@@ -98,6 +100,8 @@ def checkpoint_problem(state: dict) -> str | None:
     if problem:
         return problem
     config = state["config"]
+    if config.get("objective", "ddpm") not in ("ddpm", "flow"):
+        return f"its config has objective {config['objective']!r}: expected ddpm or flow"
     resolution = config["image_size"] if kind == "ddpm" else state["latent_shape"][-1]
     return stored_problem(schedule_problems(config) + unet_problems(config, resolution))
 
@@ -107,13 +111,15 @@ def pipeline_from_state(state: dict, device="cpu", use_ema: bool = True) -> Pipe
     Pipeline on `device`, its networks in eval mode and frozen."""
     cfg = state["config"]
     weights = state["ema"]["model"] if use_ema else state["model"]
+    flow = cfg.get("objective", "ddpm") == "flow"   # checkpoints before flow matching: DDPM
     if state["kind"] == "ddpm":      # stage 1: pixels, no autoencoder, no text
         unet = build_unet(cfg, in_channels=3)
         load_weights(unet, weights, "the UNet")
         return Pipeline(unet.to(device).eval().requires_grad_(False),
                         sample_shape=(3, cfg["image_size"], cfg["image_size"]),
-                        scheduler=DDPMScheduler.from_config(cfg, clip_sample=True).to(device),
-                        config=cfg, step=state["step"])                     # pixels: clip x0
+                        scheduler=FlowMatching.from_config(cfg) if flow else
+                        DDPMScheduler.from_config(cfg, clip_sample=True).to(device),  # clip x0
+                        config=cfg, step=state["step"])
     text = None
     if state.get("text_encoder") is not None:
         text = text_conditioner_from_state(state, device)
@@ -124,7 +130,8 @@ def pipeline_from_state(state: dict, device="cpu", use_ema: bool = True) -> Pipe
         unet.to(device).eval().requires_grad_(False), sample_shape,
         vae=vae_from_state(state["vae"], state["vae_config"], device), text=text,
         scale_factor=state["scale_factor"],
-        scheduler=DDPMScheduler.from_config(cfg, clip_sample=False).to(device),  # latents: no clip
+        scheduler=FlowMatching.from_config(cfg) if flow else
+        DDPMScheduler.from_config(cfg, clip_sample=False).to(device),  # latents: no clip
         config=cfg, vae_config=state["vae_config"], attribute_names=state.get("attribute_names"),
         step=state["step"])
 
@@ -163,7 +170,8 @@ def generate(pipe: Pipeline, prompts: list[str], seeds: list[int], guidance: flo
                       (DDPM, DDIM at eta > 0) comes from `generator`
     guidance:         with text, eps = eps_uncond + guidance * (eps_cond - eps_uncond), eps_uncond
                       from negative_prompt ("" = unconditional) (diffusion/guidance.py)
-    scheduler, eta:   as make_sampler returns them
+    scheduler, eta:   as make_sampler returns them: a DDPM scheduler, or a FlowSampler (then
+                      the UNet sees the time t in [0, 1] as FLOW_TIME_SCALE * t)
     x_init, strength: [P8] start from x_init (1, C, h, w) in the UNet's space (pipe.encode of an
                       image), noised to step round(strength * T), as in diffusion.sample
     trajectory_steps: timesteps at which to keep (t, x_t, x0_pred)
@@ -179,7 +187,11 @@ def generate(pipe: Pipeline, prompts: list[str], seeds: list[int], guidance: flo
         cond = text(prompts, device, warn_unknown=False)                    # (B, L, D), (B, L)
         uncond = text([negative_prompt] * len(prompts), device, warn_unknown=False)
 
+    flow = isinstance(scheduler, FlowSampler)
+
     def model_fn(x_t, t):
+        if flow:
+            t = FLOW_TIME_SCALE * t                                         # (B,) in [0, 1000]
         if text is None:
             prediction = unet(x_t, t)
         else:
@@ -191,8 +203,12 @@ def generate(pipe: Pipeline, prompts: list[str], seeds: list[int], guidance: flo
         return prediction
 
     trajectory = []
-    x0 = sample(model_fn, scheduler, x_T, eta=eta, generator=generator,
-                x_init=None if x_init is None else x_init.expand(len(seeds), -1, -1, -1),
-                strength=strength, trajectory_steps=trajectory_steps, trajectory=trajectory,
-                progress=False)
+    x_init = None if x_init is None else x_init.expand(len(seeds), -1, -1, -1)
+    if flow:   # beyond the video: integrate the velocity field (diffusion/flow.py)
+        x0 = sample_flow(model_fn, x_T, scheduler.num_steps, scheduler.solver, x_init, strength,
+                         trajectory_steps, trajectory)
+    else:
+        x0 = sample(model_fn, scheduler, x_T, eta=eta, generator=generator, x_init=x_init,
+                    strength=strength, trajectory_steps=trajectory_steps, trajectory=trajectory,
+                    progress=False)
     return Generation(pipe.decode(x0), trajectory)

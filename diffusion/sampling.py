@@ -12,12 +12,15 @@ from common.errors import ConfigError
 from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler
 from .dpm_solver import DPMSolverScheduler
+from .flow import FLOW_SAMPLERS, FlowMatching, FlowSampler
 
-SAMPLERS = ("ddpm", "ddim", "dpm++")  # the names make_sampler takes
+DDPM_SAMPLERS = ("ddpm", "ddim", "dpm++")      # for a model trained with DDPM's objective
+SAMPLERS = DDPM_SAMPLERS + FLOW_SAMPLERS       # the names make_sampler takes
 
 
-def make_sampler(ddpm: DDPMScheduler, name: str, steps: int, spacing: str | None = None,
-                 eta: float = 0.0) -> tuple[DDPMScheduler, float]:
+def make_sampler(ddpm: DDPMScheduler | FlowMatching, name: str, steps: int,
+                 spacing: str | None = None, eta: float = 0.0
+                 ) -> tuple[DDPMScheduler | FlowSampler, float]:
     """The sampler flags (--sampler, --steps, --spacing, --eta) -> (scheduler, eta) for a model
     trained with `ddpm`'s schedule: the one place that turns them into a sampler.
 
@@ -27,12 +30,25 @@ def make_sampler(ddpm: DDPMScheduler, name: str, steps: int, spacing: str | None
              0 deterministic, 1 DDPM-like noise (DDIM eq. 16)
     "dpm++": DPM-Solver++(2M) over `steps` timesteps, trailing spacing unless told otherwise;
              deterministic, so eta must be 0
+    "euler", "heun": a flow-matching model (`ddpm` is then its FlowMatching): `steps` steps of
+             that ODE solver (diffusion/flow.py), deterministic
     A ConfigError names the flag of an impossible value.
     """
     if name not in SAMPLERS:
         raise ConfigError(f"--sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
     if not 0.0 <= eta <= 1.0:
         raise ConfigError(f"--eta {eta}: expected a value in [0, 1]")
+    flow = isinstance(ddpm, FlowMatching)
+    if flow != (name in FLOW_SAMPLERS):
+        model, names = ("a flow-matching", FLOW_SAMPLERS) if flow else ("a DDPM", DDPM_SAMPLERS)
+        raise ConfigError(f"--sampler {name}: {model} model samples with "
+                          f"{' or '.join(names)}")
+    if flow:
+        if steps < 1:
+            raise ConfigError(f"--steps {steps}: expected 1 or more")
+        if eta != 0.0:
+            raise ConfigError(f"--eta {eta}: the flow samplers are deterministic (eta 0)")
+        return FlowSampler(steps, name), 0.0
     if name == "ddpm":
         return ddpm, 0.0
     if name == "dpm++" and eta != 0.0:
@@ -48,9 +64,11 @@ def make_sampler(ddpm: DDPMScheduler, name: str, steps: int, spacing: str | None
     return scheduler, eta
 
 
-def visited_timesteps(scheduler: DDPMScheduler, strength: float = 1.0) -> list[int]:
+def visited_timesteps(scheduler: DDPMScheduler | FlowSampler, strength: float = 1.0) -> list:
     """[P8] The timesteps a run at `strength` takes, first to last: the scheduler's timesteps
-    below round(strength * T) (all of them at strength 1)."""
+    below round(strength * T) (all of them at strength 1); a flow sampler's step times."""
+    if isinstance(scheduler, FlowSampler):
+        return scheduler.times(strength)
     t_start = round(strength * scheduler.num_train_timesteps)
     return [t for t in scheduler.timesteps.tolist() if t < t_start]
 

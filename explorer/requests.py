@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from diffusion.sampling import SAMPLERS
 from explorer.session import Explorer, Settings
 
 
@@ -58,9 +57,9 @@ def parse_settings(data: dict, explorer: Explorer, limits: Limits, extra=()) -> 
     unknown = sorted(set(data) - known)
     if unknown:
         raise BadRequest(f"unknown setting {unknown[0]!r}; expected some of {', '.join(sorted(known))}")
-    sampler = data.get("sampler", Settings.sampler)
-    if sampler not in SAMPLERS:
-        raise BadRequest(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    sampler = data.get("sampler", explorer.default_sampler)
+    if sampler not in explorer.samplers:
+        raise BadRequest(f"sampler {sampler!r}: expected one of {', '.join(explorer.samplers)}")
     T = explorer.num_timesteps
     steps = number(data, "steps", int, 1, min(T, limits.max_steps), Settings.steps)
     if sampler == "ddpm" and T > limits.max_steps:
@@ -74,8 +73,8 @@ def parse_settings(data: dict, explorer: Explorer, limits: Limits, extra=()) -> 
         eta=number(data, "eta", float, 0, 1, 0.0),
         seed=number(data, "seed", int, 0, 2**31 - 1, 0),
         n=number(data, "n", int, 1, limits.max_images, Settings.n))
-    if sampler == "dpm++" and settings.eta != 0:
-        raise BadRequest(f"eta {settings.eta}: DPM-Solver++ is deterministic (eta 0)")
+    if sampler not in ("ddpm", "ddim") and settings.eta != 0:
+        raise BadRequest(f"eta {settings.eta}: {sampler} is deterministic (eta 0)")
     if not explorer.has_text and (settings.prompt or settings.negative_prompt):
         raise BadRequest("prompt: this model has no text encoder (a stage-1 or unconditional "
                          "model); leave the prompt empty")

@@ -32,7 +32,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from common.images import png_bytes
-from diffusion.sampling import SAMPLERS
 from explorer.jobs import KEEP_JOBS, Job, JobQueue
 from explorer.requests import BadRequest, Limits, number, parse_settings, text
 from explorer.session import SWEEP_SCALES, Explorer, Result, Settings, heat_png, read_upload
@@ -151,8 +150,9 @@ class Handler(BaseHTTPRequestHandler):
         return {"checkpoint": e.ckpt, "kind": "text-to-image" if e.has_text else (
                     "pixel DDPM (stage 1)" if e.is_pixel_model else "unconditional latent model"),
                 "text": e.has_text, "step": e.step, "size": e.image_size,
-                "timesteps": e.num_timesteps, "samplers": list(SAMPLERS),
-                "defaults": {**vars(Settings()), "guidance": e.default_guidance},
+                "timesteps": e.num_timesteps, "samplers": list(e.samplers),
+                "defaults": {**vars(Settings()), "guidance": e.default_guidance,
+                             "sampler": e.default_sampler},
                 "limits": vars(self.limits), "sweep": list(SWEEP_SCALES),
                 "clip": e.clip is not None, "clip_note": e.clip_note,
                 "vocabulary": len(e.vocabulary())}
@@ -252,7 +252,7 @@ class Handler(BaseHTTPRequestHandler):
         seed = number(data, "seed", int, 0, 2**31 - 1, result.settings.seed + 1000)
         n = number(data, "n", int, 1, self.limits.max_images, 4)
         total = self.explorer.model_calls(result.settings,
-                                          (result.steps[step] + 1) / self.explorer.num_timesteps)
+                                          self.explorer.rerun_strength(result.steps[step]))
         self.queued("rerun", lambda on_step: self.explorer.rerun(result, image, step, seed, n,
                                                                  on_step), total)
 

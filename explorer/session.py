@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from common.checkpoints import load_checkpoint
 from data.images import load_square_image, to_tensor
 from data.latents import load_latents
+from diffusion.flow import FLOW_SAMPLERS, FlowMatching
 from diffusion.pipeline import checkpoint_problem, generate, pipeline_from_state
-from diffusion.sampling import make_sampler, visited_timesteps
+from diffusion.sampling import DDPM_SAMPLERS, make_sampler, visited_timesteps
 from models.attention import AttentionRecorder
 from models.clip import load_clip
 from models.clip_eval import caption_keys, embed_latents, embed_texts
@@ -58,7 +59,7 @@ class Result:
     images: torch.Tensor                   # (N, 3, S, S) in [-1, 1], not clamped
     labels: list[str]                      # one caption per image ("seed 3", "w = 7")
     seeds: list[int]
-    steps: list[int] = field(default_factory=list)  # timesteps t of the kept steps, first to last
+    steps: list = field(default_factory=list)  # timesteps t of the kept steps (flow: t in [0, 1])
     x_t: torch.Tensor | None = None        # (K, N, 3, S, S) the sample at each kept step
     x0: torch.Tensor | None = None         # (K, N, 3, S, S) the predicted x0 there
     x0_model: torch.Tensor | None = None   # (K, N, C, h, w) the same in the model's space (rerun)
@@ -117,6 +118,24 @@ class Explorer:
     def num_timesteps(self) -> int:
         return self.pipe.scheduler.num_train_timesteps
 
+    @property
+    def is_flow(self) -> bool:
+        """A flow-matching model (diffusion/flow.py): sampled with euler or heun."""
+        return isinstance(self.pipe.scheduler, FlowMatching)
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        return FLOW_SAMPLERS if self.is_flow else DDPM_SAMPLERS
+
+    @property
+    def default_sampler(self) -> str:
+        return "euler" if self.is_flow else Settings.sampler
+
+    def rerun_strength(self, t) -> float:
+        """The strength at which sampling starts at the kept step t: DDPM's first visited
+        timestep below round(strength T) is t at strength (t + 1) / T; a flow step starts at t."""
+        return float(t) if self.is_flow else (t + 1) / self.num_timesteps
+
     def vocabulary(self) -> list[str]:
         return list(self.pipe.text.tokenizer.vocabulary) if self.has_text else []
 
@@ -128,8 +147,11 @@ class Explorer:
                             eta=settings.eta)
 
     def model_calls(self, settings: Settings, strength: float = 1.0) -> int:
-        """The sampling steps one image of these settings takes (the progress bar's length)."""
-        return len(visited_timesteps(self.scheduler_for(settings)[0], strength))
+        """The model calls one image of these settings takes (the progress bar's length)."""
+        scheduler = self.scheduler_for(settings)[0]
+        if self.is_flow:
+            return scheduler.model_calls(strength)
+        return len(visited_timesteps(scheduler, strength))
 
     def _sample(self, settings: Settings, seeds: list[int], guidance: float, on_step=None,
                 x_init: torch.Tensor | None = None, strength: float = 1.0,
@@ -140,8 +162,9 @@ class Explorer:
         shown = kept_steps(visited) if record else None
         generator = torch.Generator().manual_seed(settings.seed)  # stochastic steps' noise
         recorder = None
-        if self.has_text and record:
-            index = {t: i for i, t in enumerate(visited)}
+        if self.has_text and record:   # the model call that starts each step (Heun: two a step)
+            calls_per_step = 2 if settings.sampler == "heun" else 1
+            index = {t: calls_per_step * i for i, t in enumerate(visited)}
             C, h, w = self.pipe.sample_shape
             recorder = AttentionRecorder(self.pipe.unet, len(seeds), (h, w),
                                          keep_calls=[index[t] for t in shown])
@@ -156,7 +179,7 @@ class Explorer:
                 recorder.close()
         result = Result(settings, images, [f"seed {s}" for s in seeds], list(seeds))
         if way:
-            result.steps = [int(t) for t, _, _ in way]
+            result.steps = [float(t) if self.is_flow else int(t) for t, _, _ in way]
             result.x_t = torch.stack([self.pipe.decode(x_t) for _, x_t, _ in way])  # (K, N, 3, S, S)
             result.x0 = torch.stack([self.pipe.decode(x0) for _, _, x0 in way])
             result.x0_model = torch.stack([x0.cpu() for _, _, x0 in way])          # (K, N, C, h, w)
@@ -186,10 +209,10 @@ class Explorer:
         t = parent.steps[step]
         settings = Settings(**{**vars(parent.settings), "seed": seed, "n": n})
         x_init = parent.x0_model[step, image][None].to(self.device)   # (1, C, h, w)
-        # strength (t + 1) / T: sampling starts at the first visited timestep below t + 1, i.e. t,
-        # from x_t = sqrt(alpha_bar_t) x0_pred + sqrt(1 - alpha_bar_t) eps_seed (q(x_t | x0))
+        # sampling starts at t, from x_t = sqrt(alpha_bar_t) x0_pred + sqrt(1 - alpha_bar_t)
+        # eps_seed (q(x_t | x0)), or for flow (1 - t) x0_pred + t eps_seed
         return self._sample(settings, [seed + j for j in range(n)], settings.guidance, on_step,
-                            x_init=x_init, strength=(t + 1) / self.num_timesteps)
+                            x_init=x_init, strength=self.rerun_strength(t))
 
     def sdedit(self, image: torch.Tensor, strength: float, settings: Settings,
                on_step=None) -> Result:

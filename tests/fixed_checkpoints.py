@@ -36,14 +36,15 @@ def perturbed(module: torch.nn.Module, seed: int, scale: float = 0.05) -> dict:
             for name, value in module.state_dict().items()}
 
 
-def pixel_checkpoint(path: Path, cache_dir: Path, seed: int = 0) -> Path:
-    """A stage-1 pixel DDPM checkpoint ("ddpm") on synthetic:64 at 16x16."""
+def pixel_checkpoint(path: Path, cache_dir: Path, seed: int = 0, objective: str = "ddpm") -> Path:
+    """A stage-1 pixel checkpoint ("ddpm") on synthetic:64 at 16x16, trained (as its config
+    says) with DDPM's objective or with flow matching."""
     torch.manual_seed(seed)
     unet = UNet(in_channels=3, base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                 attention_levels=(1,), num_heads=4)
     weights = perturbed(unet, seed)
     config = {**UNET, **SCHEDULE, "prediction_type": "epsilon", "image_size": IMAGE_SIZE,
-              "data": "synthetic:64", "cache_dir": str(cache_dir)}
+              "data": "synthetic:64", "cache_dir": str(cache_dir), "objective": objective}
     torch.save({"kind": "ddpm", "config": config, "step": 1, "model": weights,
                 "ema": {"model": weights, "num_updates": 1}}, path)
     return path

@@ -158,7 +158,7 @@ def test_the_page_and_only_its_files_are_served(ldm_server):
     ({"n": 0}, "n 0: expected a number from 1 to 6"),
     ({"guidance": -1}, "guidance -1: expected a number from 0 to 30"),
     ({"eta": 1.5, "sampler": "ddim"}, "eta 1.5: expected a number from 0 to 1"),
-    ({"eta": 0.5, "sampler": "dpm++"}, "eta 0.5: DPM-Solver++ is deterministic"),
+    ({"eta": 0.5, "sampler": "dpm++"}, "eta 0.5: dpm++ is deterministic"),
     ({"seed": -3}, "seed -3: expected a number from 0"),
     ({"sampler": "ddpm"}, "sampler 'ddpm' takes all 1000 steps; this server allows at most 30"),
     ({"prompt": "x" * 301}, "prompt: 301 characters; at most 300"),

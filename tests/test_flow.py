@@ -2,6 +2,7 @@
 data at one point (one Euler step is exact), Gaussian data (its exact velocity field, integrated
 by Euler and Heun), and the logit-normal timesteps against their density."""
 
+import json
 import math
 
 import pytest
@@ -100,3 +101,27 @@ def test_the_sampler_refuses_what_it_cannot_do():
         sample_flow(lambda x, t: x, x, 2, strength=0.5)
     assert flow_timesteps(4) == [1.0, 0.75, 0.5, 0.25, 0.0]
     assert torch.equal(sample_flow(lambda x, t: x + 1, x, 3, x_init=x + 5, strength=0.0), x + 5)
+
+
+def test_both_diffusion_stages_train_and_sample_with_flow_matching(tmp_path, vae_run, clip_run):
+    """--objective flow: the checkpoint says so, and sample.py samples it with Euler or Heun,
+    with a prompt, guidance and attention maps for stage 4."""
+    from tests.conftest import TINY, TINY_LDM, run
+    pixel, latent = tmp_path / "pixel", tmp_path / "latent"
+    run(["train_unconditional.py", *TINY, "--cache-dir", str(tmp_path / "cache"), "--steps", "3",
+         "--objective", "flow", "--sample-every", "3", "--out", str(pixel)])
+    run(["train_ldm.py", "--vae", str(vae_run / "checkpoint.pt"), "--clip",
+         str(clip_run / "checkpoint.pt"), *TINY_LDM, "--steps", "2", "--objective", "flow",
+         "--out", str(latent)])
+    for out in (pixel, latent):
+        state = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert state["config"]["objective"] == "flow"
+        losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").open()]
+        assert all(math.isfinite(v) for v in losses)
+    assert (pixel / "samples" / "step_000003.png").exists()
+    run(["sample.py", "--ckpt", str(pixel / "checkpoint.pt"), "--n", "2", "--sampler", "euler",
+         "--steps", "4", "--device", "cpu", "--out", str(tmp_path / "pixel.png")])
+    run(["sample.py", "--ckpt", str(latent / "checkpoint.pt"), "--n", "2", "--sampler", "heun",
+         "--steps", "3", "--prompt", "a smiling man", "--attention-maps", "--device", "cpu",
+         "--out", str(tmp_path / "latent.png")])
+    assert (tmp_path / "latent_attention.png").exists()

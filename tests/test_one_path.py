@@ -57,3 +57,29 @@ def test_sample_evaluate_and_the_explorer_draw_the_same_images(checkpoints, kind
         assert np.array_equal(pixels(png_bytes(result.images[j])), from_sample_py[j]), j
     assert result.seeds == [0, 1, 2]
     assert not np.array_equal(from_sample_py[0], from_sample_py[1])  # one seed per image
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_a_flow_checkpoint_draws_the_same_images_in_sample_py_and_the_explorer(tmp_path, solver):
+    """A flow-matching checkpoint (its config says objective flow) goes through the same path:
+    sample.py --sampler euler/heun and the explorer give the same pixels; DDPM's samplers are
+    refused for it, in one line."""
+    from explorer.session import Explorer, Settings
+
+    ckpt = fixed_checkpoints.pixel_checkpoint(tmp_path / "flow.pt", tmp_path / "cache",
+                                              objective="flow")
+    run(["sample.py", "--ckpt", str(ckpt), "--n", "2", "--seed", "4", "--sampler", solver,
+         "--steps", "5", "--device", "cpu", "--out", str(tmp_path / "grid.png"),
+         "--out-dir", str(tmp_path / "images"), "--trajectory"])
+    from_sample_py = [pixels(f) for f in sorted((tmp_path / "images").glob("*.png"))]
+    explorer = Explorer(ckpt)
+    result = explorer.generate(Settings(sampler=solver, steps=5, seed=4, n=2))
+    assert explorer.samplers == ("euler", "heun")
+    assert result.steps == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])  # every step kept
+    for j in range(2):
+        assert np.array_equal(pixels(png_bytes(result.images[j])), from_sample_py[j]), j
+    assert (tmp_path / "grid_trajectory.png").exists()
+    refused = run(["sample.py", "--ckpt", str(ckpt), "--sampler", "ddim", "--device", "cpu",
+                   "--out", str(tmp_path / "no.png")], check=False)
+    assert refused.returncode == 2
+    assert "--sampler ddim: a flow-matching model samples with euler or heun" in refused.stderr
