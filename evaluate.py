@@ -53,6 +53,7 @@ from common import (check_output, format_config, main_guard, option, parse_confi
 from data import load_dataset
 from data.captions import combined_requirements, full_caption, single_requirements
 from diffusion import Pipeline, SAMPLERS, generate, load_pipeline, make_sampler
+from diffusion.guidance import check_interval
 from evaluation.frechet import evenly_spaced, frechet_report
 from evaluation.judge import judge_images, load_judge
 from evaluation.report import print_pixel_report, print_report
@@ -70,6 +71,10 @@ class Config:
     unconditional: int = option(128, "unconditional samples for the baseline")
     guidance: float = option(None, "guidance scale; default: the model's (train_ldm --guidance)",
                              type=float)
+    guidance_interval: tuple = option((0.0, 1.0), "guide only at noise levels LO..HI (0: data, "
+                                                  "1: pure noise), the conditional model alone "
+                                                  "elsewhere (Kynkaenniemi et al. 2024); default: "
+                                                  "every step (docs/guidance-interval.md)")
     sampler: str = option("ddim", "ddim (eta: --eta), dpm++ (DPM-Solver++(2M)) or ddpm (all T steps)",
                           choices=SAMPLERS)
     steps: int = option(50, "DDIM or DPM-Solver++ steps")
@@ -115,7 +120,8 @@ def data_source(pipe: Pipeline) -> tuple[str, int, Path]:
 
 
 def generate_images(pipe: Pipeline, prompts: list[str], n: int, guidance: float, scheduler,
-                    eta: float, batch_size: int, desc: str) -> dict[str, torch.Tensor]:
+                    eta: float, batch_size: int, desc: str,
+                    guidance_interval: tuple = (0.0, 1.0)) -> dict[str, torch.Tensor]:
     """n images per prompt, image j from seed j, as `sample.py --seed 0 --n n` draws them (the
     noise of stochastic steps from seed 0) -> {prompt: images (n, 3, S, S) in [-1, 1], CPU}."""
     jobs = [(prompt, seed) for prompt in prompts for seed in range(n)]
@@ -126,7 +132,8 @@ def generate_images(pipe: Pipeline, prompts: list[str], n: int, guidance: float,
     for start in tqdm(range(0, len(jobs), batch_size), desc=desc, leave=False):
         batch = jobs[start:start + batch_size]
         images.append(generate(pipe, [p for p, _ in batch], [s for _, s in batch], guidance,
-                               scheduler, eta=eta, generator=generator).images.clamp(-1, 1))
+                               scheduler, eta=eta, generator=generator,
+                               guidance_interval=guidance_interval).images.clamp(-1, 1))
     return dict(zip(prompts, torch.cat(images).split(n)))
 
 
@@ -154,7 +161,9 @@ def main():
     held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
     train = load_dataset(data, size, split="train", cache_dir=cache_dir)
     report = {"checkpoint": str(args.ckpt), "kind": "ddpm" if pipe.vae is None else "ldm",
-              "step": pipe.step, "guidance": guidance, "sampler": args.sampler,
+              "step": pipe.step, "guidance": guidance,
+              "guidance_interval": list(check_interval(args.guidance_interval)),
+              "sampler": args.sampler,
               "steps": None if args.sampler == "ddpm" else args.steps,
               "spacing": getattr(scheduler, "timestep_spacing", None),
               "eta": eta if args.sampler == "ddim" else None}
@@ -168,7 +177,7 @@ def main():
               f"{report['steps'] or 'all T'} steps; {args.unconditional} unconditional samples")
     sampling_started = time.time()
     images = generate_images(pipe, prompts, args.n, guidance, scheduler, eta, args.batch_size,
-                             "prompts")
+                             "prompts", check_interval(args.guidance_interval))
     report["sampling_seconds_prompts"] = time.time() - sampling_started
     count = args.unconditional if prompts else min(args.unconditional, args.real_images,
                                                    len(held_out))  # stage 1: the Frechet sets

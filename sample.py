@@ -39,6 +39,7 @@ from common import (ConfigError, DataError, check_output, format_config, main_gu
 from data.files import read_utf8
 from data.images import IMAGE_EXTENSIONS, load_square_image, to_tensor
 from diffusion import Pipeline, SAMPLERS, generate, load_pipeline, make_sampler, visited_timesteps
+from diffusion.guidance import check_interval
 from models import AttentionRecorder
 from training.plots import save_attention_figure
 
@@ -65,6 +66,10 @@ class Config:
                                    "default: the one the model was trained to show (train_ldm "
                                    "--guidance)", type=float)
     negative_prompt: str = option("", "what guidance pushes away from (replaces the empty prompt)")
+    guidance_interval: tuple = option((0.0, 1.0), "guide only at noise levels LO..HI (0: data, "
+                                                  "1: pure noise), the conditional model alone "
+                                                  "elsewhere (Kynkaenniemi et al. 2024); default: "
+                                                  "every step (docs/guidance-interval.md)")
     attention_maps: bool = option(False, "also save OUT_attention.png: where each word's "
                                          "cross-attention looks")
     # outputs
@@ -180,6 +185,7 @@ def main():
     n = args.n or (64 if pipe.vae is None else 8)  # a pixel grid, or a row per prompt
     guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
     require(guidance >= 0, f"--guidance {guidance}: expected 0 or more")
+    interval = check_interval(args.guidance_interval)
     require(not args.attention_maps or pipe.text is not None,
             "--attention-maps: this model has no text, so there is no cross-attention to show")
     scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)
@@ -202,7 +208,7 @@ def main():
         result = generate(pipe, [p for p, _ in batch], [s for _, s in batch], guidance, scheduler,
                           negative_prompt=args.negative_prompt, eta=eta, generator=generator,
                           x_init=x_init, strength=strength, recorder=recorder,
-                          trajectory_steps=shown)
+                          trajectory_steps=shown, guidance_interval=interval)
         images.append(result.images)
         trajectory = trajectory or result.trajectory
         if recorder is not None:

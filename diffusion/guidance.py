@@ -15,6 +15,8 @@ as the attention recorder).
 
 import torch
 
+from common.errors import ConfigError
+
 
 def pad_context(context: tuple, length: int) -> tuple:
     """(hidden (B, L, D), mask (B, L)) -> the same with L = length: masked zero positions added
@@ -31,6 +33,25 @@ def conditional_rows(batch_size: int) -> slice:
     """The rows of the conditional branch in the model's batch of a guided step: the first B
     (guided_prediction stacks [cond, uncond]; at scale 1 the batch is the conditional one alone)."""
     return slice(0, batch_size)
+
+
+def guidance_at(scale: float, noise_level: float, interval: tuple = (0.0, 1.0)) -> float:
+    """Guidance on an interval (Kynkaenniemi et al. 2024, "Applying Guidance in a Limited
+    Interval Improves Sample and Distribution Quality"): the scale inside the band of noise
+    levels lo <= level <= hi, and 1 outside it, where the conditional prediction alone is used
+    (one model pass instead of two). Levels run from 0 (the data) to 1 (pure noise): DDPM's step
+    t of T is level (t + 1) / T, flow matching's time t is level t."""
+    lo, hi = interval
+    return scale if lo <= noise_level <= hi else 1.0
+
+
+def check_interval(interval) -> tuple[float, float]:
+    """--guidance-interval LO HI as a (lo, hi) pair, or a ConfigError naming the flag."""
+    values = tuple(float(v) for v in interval)
+    if len(values) != 2 or not 0.0 <= values[0] <= values[1] <= 1.0:
+        raise ConfigError(f"--guidance-interval {' '.join(str(v) for v in interval) or '(none)'}: "
+                          "expected two noise levels 0 <= LO <= HI <= 1 (0: data, 1: noise)")
+    return values
 
 
 def guided_prediction(model, x_t: torch.Tensor, t: torch.Tensor, cond: tuple, uncond: tuple,

@@ -28,7 +28,7 @@ from common.checkpoints import entries_problem, load_checkpoint, load_weights
 from common.config import stored_problem
 from diffusion.ddpm import DDPMScheduler
 from diffusion.flow import FLOW_TIME_SCALE, FlowMatching, FlowSampler, sample_flow
-from diffusion.guidance import conditional_rows, guided_prediction
+from diffusion.guidance import conditional_rows, guidance_at, guided_prediction
 from diffusion.sampling import sample
 from diffusion.schedule import SCHEDULE_SETTINGS, schedule_problems
 from models.clip import TextConditioner, text_conditioner_from_state
@@ -162,14 +162,15 @@ def initial_noise(shape: tuple, seeds: list[int]) -> torch.Tensor:
 def generate(pipe: Pipeline, prompts: list[str], seeds: list[int], guidance: float, scheduler,
              negative_prompt: str = "", eta: float = 0.0, generator: torch.Generator | None = None,
              x_init: torch.Tensor | None = None, strength: float = 1.0, trajectory_steps=None,
-             recorder=None, on_step=None) -> Generation:
+             recorder=None, on_step=None, guidance_interval: tuple = (0.0, 1.0)) -> Generation:
     """[P7] [P12] [P16] One batch of images, image i for (prompts[i], seeds[i]).
 
     prompts:          one per image; a model without text takes none ("" for every image)
     seeds:            one per image: its x_T (initial_noise). The noise of stochastic steps
                       (DDPM, DDIM at eta > 0) comes from `generator`
     guidance:         with text, eps = eps_uncond + guidance * (eps_cond - eps_uncond), eps_uncond
-                      from negative_prompt ("" = unconditional) (diffusion/guidance.py)
+                      from negative_prompt ("" = unconditional) (diffusion/guidance.py); with
+                      guidance_interval (lo, hi), only at noise levels lo..hi (guidance_at)
     scheduler, eta:   as make_sampler returns them: a DDPM scheduler, or a FlowSampler (then
                       the UNet sees the time t in [0, 1] as FLOW_TIME_SCALE * t)
     x_init, strength: [P8] start from x_init (1, C, h, w) in the UNet's space (pipe.encode of an
@@ -190,12 +191,16 @@ def generate(pipe: Pipeline, prompts: list[str], seeds: list[int], guidance: flo
     flow = isinstance(scheduler, FlowSampler)
 
     def model_fn(x_t, t):
+        scale = guidance
+        if tuple(guidance_interval) != (0.0, 1.0):   # (reads t on the host: only when asked)
+            level = float(t[0]) if flow else (int(t[0]) + 1) / scheduler.num_train_timesteps
+            scale = guidance_at(guidance, level, guidance_interval)
         if flow:
             t = FLOW_TIME_SCALE * t                                         # (B,) in [0, 1000]
         if text is None:
             prediction = unet(x_t, t)
         else:
-            prediction = guided_prediction(unet, x_t, t, cond, uncond, guidance)
+            prediction = guided_prediction(unet, x_t, t, cond, uncond, scale)
             if recorder is not None:
                 recorder.collect(conditional_rows(len(seeds)))
         if on_step is not None:

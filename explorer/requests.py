@@ -48,6 +48,16 @@ def text(data: dict, name: str, limit: int) -> str:
     return value
 
 
+def interval(data: dict) -> tuple[float, float]:
+    """guidance_interval: [lo, hi], two noise levels 0 <= lo <= hi <= 1 (default [0, 1])."""
+    value = data.get("guidance_interval", [0.0, 1.0])
+    if not isinstance(value, list) or len(value) != 2:
+        raise BadRequest(f"guidance_interval {value!r}: expected [lo, hi], 0 <= lo <= hi <= 1")
+    lo = number({"lo": value[0]}, "lo", float, 0, 1, 0.0)
+    hi = number({"hi": value[1]}, "hi", float, lo, 1, 1.0)
+    return lo, hi
+
+
 def parse_settings(data: dict, explorer: Explorer, limits: Limits, extra=()) -> Settings:
     """The form's values -> Settings, each checked against the model and the limits; `extra`:
     the other names the endpoint reads itself."""
@@ -72,7 +82,8 @@ def parse_settings(data: dict, explorer: Explorer, limits: Limits, extra=()) -> 
         guidance=number(data, "guidance", float, 0, 30, explorer.default_guidance),
         eta=number(data, "eta", float, 0, 1, 0.0),
         seed=number(data, "seed", int, 0, 2**31 - 1, 0),
-        n=number(data, "n", int, 1, limits.max_images, Settings.n))
+        n=number(data, "n", int, 1, limits.max_images, Settings.n),
+        guidance_interval=interval(data))
     if sampler not in ("ddpm", "ddim") and settings.eta != 0:
         raise BadRequest(f"eta {settings.eta}: {sampler} is deterministic (eta 0)")
     if not explorer.has_text and (settings.prompt or settings.negative_prompt):

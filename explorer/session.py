@@ -50,6 +50,7 @@ class Settings:
     eta: float = 0.0
     seed: int = 0
     n: int = 4
+    guidance_interval: tuple = (0.0, 1.0)   # guide only at noise levels lo..hi (0: data, 1: noise)
 
 
 @dataclass
@@ -173,7 +174,7 @@ class Explorer:
                 self.pipe, [settings.prompt] * len(seeds), seeds, guidance, scheduler,
                 negative_prompt=settings.negative_prompt, eta=eta, generator=generator,
                 x_init=x_init, strength=strength, trajectory_steps=shown, recorder=recorder,
-                on_step=on_step)
+                on_step=on_step, guidance_interval=settings.guidance_interval)
         finally:
             if recorder is not None:
                 recorder.close()
