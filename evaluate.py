@@ -55,7 +55,7 @@ from data.captions import combined_requirements, full_caption, single_requiremen
 from diffusion import Pipeline, SAMPLERS, generate, load_pipeline, make_sampler
 from diffusion.guidance import check_interval
 from evaluation.frechet import evenly_spaced, frechet_report
-from evaluation.judge import judge_images, load_judge
+from evaluation.judge import judge_dataset, judge_images, load_judge
 from evaluation.report import print_pixel_report, print_report
 from evaluation.scores import autoencoder_report, clip_scores, prompt_following
 from models import load_clip
@@ -154,6 +154,7 @@ def main():
     data, size, cache_dir = data_source(pipe)
     guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
     scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)
+    interval = check_interval(args.guidance_interval)
     classifier, judge_state = load_judge(data, size, cache_dir, args.classifier_steps, device,
                                          args.retrain_judge, args.judge_lr, args.judge_batch_size,
                                          args.score_batch_size)
@@ -162,7 +163,7 @@ def main():
     train = load_dataset(data, size, split="train", cache_dir=cache_dir)
     report = {"checkpoint": str(args.ckpt), "kind": "ddpm" if pipe.vae is None else "ldm",
               "step": pipe.step, "guidance": guidance,
-              "guidance_interval": list(check_interval(args.guidance_interval)),
+              "guidance_interval": list(interval),
               "sampler": args.sampler,
               "steps": None if args.sampler == "ddpm" else args.steps,
               "spacing": getattr(scheduler, "timestep_spacing", None),
@@ -177,7 +178,7 @@ def main():
               f"{report['steps'] or 'all T'} steps; {args.unconditional} unconditional samples")
     sampling_started = time.time()
     images = generate_images(pipe, prompts, args.n, guidance, scheduler, eta, args.batch_size,
-                             "prompts", check_interval(args.guidance_interval))
+                             "prompts", interval)
     report["sampling_seconds_prompts"] = time.time() - sampling_started
     count = args.unconditional if prompts else min(args.unconditional, args.real_images,
                                                    len(held_out))  # stage 1: the Frechet sets
@@ -238,12 +239,11 @@ def text_model_scores(args: Config, pipe: Pipeline, images: dict, unconditional:
     the part of the report only a text model has."""
     names = pipe.attribute_names
     probabilities, features = judge(torch.cat(list(images.values())))
-    judged = {p: (probabilities[i * args.n:(i + 1) * args.n], features[i * args.n:(i + 1) * args.n])
-              for i, p in enumerate(images)}
+    judged = dict(zip(images, zip(probabilities.split(args.n), features.split(args.n))))
     rows = torch.from_numpy(held_out.attributes)
     results, summary = prompt_following(
         groups, judged, judge(unconditional)[0], rows,
-        judge(held_out.batch(torch.arange(len(held_out)), "cpu")["image"])[1], names,
+        judge_dataset(classifier, held_out, device, args.score_batch_size)[1], names,
         args.diversity_reference)
     scores = {"images_per_prompt": args.n, "summary": summary, "prompts": results,
               "autoencoder": autoencoder_report(pipe, held_out, classifier,

@@ -176,6 +176,7 @@ def main():
     require(args.n is None or args.n > 0, f"--n {args.n}: expected a positive number")
     require(args.batch_size > 0, f"--batch-size {args.batch_size}: expected a positive number")
     require(0.0 <= args.strength <= 1.0, f"--strength {args.strength}: expected a value in [0, 1]")
+    interval = check_interval(args.guidance_interval)
     check_output("--out", Path(args.out), folder=False, extensions=IMAGE_EXTENSIONS)
     if args.out_dir:
         check_output("--out-dir", Path(args.out_dir), folder=True)
@@ -185,7 +186,6 @@ def main():
     n = args.n or (64 if pipe.vae is None else 8)  # a pixel grid, or a row per prompt
     guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
     require(guidance >= 0, f"--guidance {guidance}: expected 0 or more")
-    interval = check_interval(args.guidance_interval)
     require(not args.attention_maps or pipe.text is not None,
             "--attention-maps: this model has no text, so there is no cross-attention to show")
     scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)

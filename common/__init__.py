@@ -17,7 +17,8 @@ The layers above, each importing only from the ones below it: data, models, diff
 sample.py, evaluate.py, explore.py with explorer/, docs/ and benchmarks/). tests/test_layers.py
 checks it.
 
-Import from the module that holds a name: `from common.errors import ConfigError`.
+The programs import the names from the package (`from common import ConfigError, option`); inside
+the packages, from the module that holds a name (`from common.errors import ConfigError`).
 """
 
 from common.checkpoints import load_checkpoint, load_weights, save_checkpoint

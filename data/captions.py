@@ -208,10 +208,10 @@ def single_requirements(names: list[str]) -> list[dict[str, bool]]:
     return singles
 
 
-def combined_requirements(rows: Sequence, names: list[str], k: int, count: int,
+def combined_requirements(rows, names: list[str], k: int, count: int,
                           rng: random.Random) -> list[dict[str, bool]]:
-    """`count` distinct sets of k features that occur together in real attribute rows (each a
-    sequence of values, > 0 = present), so that each is possible."""
+    """`count` distinct sets of k features that occur together in real attribute rows (a tensor
+    (N, A) of values, > 0 = present), so that each is possible."""
     nameable = set(nameable_attributes(names))
     found, tries = [], 0
     while len(found) < count and tries < 100 * count:

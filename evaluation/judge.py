@@ -41,8 +41,7 @@ def train_judge(train: ImageDataset, held_out: ImageDataset, steps: int, device,
         loss.backward()
         optimizer.step()
     model.eval()
-    probabilities, _ = judge_images(model, held_out.batch(torch.arange(len(held_out)), "cpu")
-                                    ["image"], device, chunk)
+    probabilities, _ = judge_dataset(model, held_out, device, chunk)
     labels = torch.from_numpy(held_out.attributes) > 0
     accuracy = ((probabilities > 0.5) == labels).float().mean(0)
     return {"kind": "classifier", "model": model.state_dict(), "num_attributes": labels.shape[1],
@@ -89,6 +88,15 @@ def load_judge(data: str, size: int, cache_dir: Path, steps: int, device, retrai
     model = AttributeClassifier(state["num_attributes"])
     load_weights(model, state["model"], f"judge {path}")
     return model.to(device).eval().requires_grad_(False), state
+
+
+def judge_dataset(classifier: AttributeClassifier, dataset: ImageDataset, device,
+                  chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """judge_images of every image of `dataset`, read from its cache `chunk` images at a time
+    (a held-out split of CelebA at 128 px would be gigabytes at once)."""
+    parts = [judge_images(classifier, dataset.batch(indices, "cpu")["image"], device, chunk)
+             for indices in torch.arange(len(dataset)).split(chunk)]
+    return torch.cat([p for p, _ in parts]), torch.cat([f for _, f in parts])
 
 
 @torch.no_grad()

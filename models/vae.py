@@ -199,7 +199,7 @@ class AutoencoderKL(nn.Module):
 
 
 @torch.no_grad()
-def latent_std(vae: "AutoencoderKL", dataset, count: int, batch_size: int, device) -> float:
+def latent_std(vae: AutoencoderKL, dataset, count: int, batch_size: int, device) -> float:
     """[P12] Standard deviation of z ~ q(z | x) over the first `count` images of `dataset` (a
     data.ImageDataset), `batch_size` at a time: LDM's scale_factor is 1 / this. Nothing in float64 on the device (MPS has none): each batch is summed in float32
     there, and the sums of all batches are added up in Python floats (double precision)."""
