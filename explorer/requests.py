@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from common.errors import ConfigError
+from diffusion.guidance import check_interval
 from explorer.session import Explorer, Settings
 
 
@@ -49,13 +51,17 @@ def text(data: dict, name: str, limit: int) -> str:
 
 
 def interval(data: dict) -> tuple[float, float]:
-    """guidance_interval: [lo, hi], two noise levels 0 <= lo <= hi <= 1 (default [0, 1])."""
+    """guidance_interval: [lo, hi], two noise levels, as sample.py's --guidance-interval (its
+    check, diffusion.guidance.check_interval); default [0, 1], every step."""
     value = data.get("guidance_interval", [0.0, 1.0])
     if not isinstance(value, list) or len(value) != 2:
         raise BadRequest(f"guidance_interval {value!r}: expected [lo, hi], 0 <= lo <= hi <= 1")
-    lo = number({"lo": value[0]}, "lo", float, 0, 1, 0.0)
-    hi = number({"hi": value[1]}, "hi", float, lo, 1, 1.0)
-    return lo, hi
+    levels = [number({"guidance_interval": v}, "guidance_interval", float, 0, 1, 0.0)
+              for v in value]
+    try:
+        return check_interval(levels)
+    except ConfigError as error:
+        raise BadRequest(str(error).replace("--guidance-interval", "guidance_interval", 1)) from None
 
 
 def parse_settings(data: dict, explorer: Explorer, limits: Limits, extra=()) -> Settings:
