@@ -65,6 +65,8 @@ from models import load_clip
 class Config:
     ckpt: str = option("", "a train_ldm.py checkpoint (with --clip)", required=True)
     clip: str = option("", "CLIP checkpoint for the CLIP score; default: the one the model used")
+    ema_length: str = option("", "one of the power-function EMAs the checkpoint keeps (train with "
+                                 "--ema-lengths); default: its first (docs/ema.md)")
     n: int = option(8, "images per prompt (seeds 0..n-1)")
     combinations: int = option(16, "prompts with 2 features, and as many with 3 (0: single "
                                    "attributes only)")
@@ -85,6 +87,8 @@ class Config:
                                     "(every set is cut to the smallest) and real images for the "
                                     "CLIP score")
     classifier_steps: int = option(2000, "training steps of the judge when it is not cached")
+    judge_dir: str = option("", "where the judge is cached (one file per data, size and steps); "
+                                "default: the data's --cache-dir")
     retrain_judge: bool = option(False, "train the judge again even when it is cached (and write "
                                         "over the cached one)")
     batch_size: int = option(128, "images generated (or reconstructed by the autoencoder) at once")
@@ -146,7 +150,7 @@ def main():
     device, started = pick_device(args.device), time.time()
 
     # ---- 1. The model, its data, the judge -------------------------------------------------
-    pipe = load_pipeline(args.ckpt, device)
+    pipe = load_pipeline(args.ckpt, device, ema_length=args.ema_length or None)
     require(pipe.vae is None or pipe.text is not None, f"--ckpt {args.ckpt}: an unconditional "
             "latent model (trained without --clip); evaluate.py measures prompt following")
     require(pipe.vae is None or pipe.attribute_names is not None,
@@ -157,7 +161,7 @@ def main():
     interval = check_interval(args.guidance_interval)
     classifier, judge_state = load_judge(data, size, cache_dir, args.classifier_steps, device,
                                          args.retrain_judge, args.judge_lr, args.judge_batch_size,
-                                         args.score_batch_size)
+                                         args.score_batch_size, args.judge_dir or None)
     judge = functools.partial(judge_images, classifier, device=device, chunk=args.score_batch_size)
     held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
     train = load_dataset(data, size, split="train", cache_dir=cache_dir)

@@ -81,6 +81,8 @@ class Config:
     strength: float = option(0.5, "with --init-image: noise it to step strength*T (0 = unchanged, "
                                   "1 = new)")
     ema: bool = option(True, "sample with the EMA weights (--no-ema: the raw weights)")
+    ema_length: str = option("", "one of the power-function EMAs the checkpoint keeps (train with "
+                                 "--ema-lengths); default: its first (docs/ema.md)")
     batch_size: int = option(64, "images denoised at once")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
 
@@ -181,7 +183,7 @@ def main():
     if args.out_dir:
         check_output("--out-dir", Path(args.out_dir), folder=True)
     device = pick_device(args.device)
-    pipe = load_pipeline(args.ckpt, device, use_ema=args.ema)
+    pipe = load_pipeline(args.ckpt, device, use_ema=args.ema, ema_length=args.ema_length or None)
     prompts = read_prompts(args, pipe)
     n = args.n or (64 if pipe.vae is None else 8)  # a pixel grid, or a row per prompt
     guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance

@@ -26,18 +26,48 @@ from dataclasses import dataclass
 
 import torch
 
-from common import (CheckpointError, ConfigError, PRECISION_CHOICES, load_weights, main_guard,
-                    option, parse_config, range_problems, require, require_positive, require_valid,
-                    save_grid, seed_everything)
+from common import (
+    PRECISION_CHOICES,
+    CheckpointError,
+    ConfigError,
+    load_weights,
+    main_guard,
+    option,
+    parse_config,
+    range_problems,
+    require,
+    require_positive,
+    require_valid,
+    save_grid,
+    seed_everything,
+)
 from data.captions import VALIDATION_PROMPTS, captions_for, step_rng
 from data.latents import draw_latents, load_latents
-from diffusion import (DDPMScheduler, Pipeline, checkpoint_problem, generate, make_sampler,
-                       schedule_problems)
+from diffusion import (
+    DDPMScheduler,
+    Pipeline,
+    checkpoint_problem,
+    generate,
+    make_sampler,
+    schedule_problems,
+)
 from diffusion.flow import FLOW_TIME_SCALE, FlowMatching, flow_loss, flow_path, logit_normal_t
 from models import TextConditioner, build_unet, load_clip, load_vae, text_state, unet_problems
-from training import (BatchOrder, EMA, LR_SCHEDULES, MetricLogger, StopFlag, due,
-                      load_optimizer_state, make_adam, optimizer_step, scheduled_lr, set_lr,
-                      start_run)
+from training import (
+    EMA,
+    LR_SCHEDULES,
+    BatchOrder,
+    MetricLogger,
+    StopFlag,
+    due,
+    ema_problems,
+    load_optimizer_state,
+    make_adam,
+    optimizer_step,
+    scheduled_lr,
+    set_lr,
+    start_run,
+)
 
 
 @dataclass
@@ -84,6 +114,11 @@ class Config:
                               choices=LR_SCHEDULES)
     grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)")
     ema_decay: float = option(0.9995, "decay of the weights' moving average used for sampling")
+    ema_lengths: tuple = option((), "beyond the video (docs/ema.md): EDM2's power-function EMA, one "
+                                    "per relative length sigma_rel (e.g. 0.1 0.2); the first is "
+                                    "what sampling uses, the others are kept for evaluate.py "
+                                    "--ema-length; none: the exponential EMA of --ema-decay",
+                                type=float, fixed=True)
     precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
                                     "bf16 or fp16 (CUDA only, with loss scaling)",
                             choices=PRECISION_CHOICES)
@@ -131,7 +166,8 @@ def check_config(cfg: Config) -> None:
     values = dataclasses.asdict(cfg)  # the latent size is checked once the latents are loaded
     require_valid(schedule_problems(values) + unet_problems(values, resolution=None)
                   + range_problems(values, fractions=("ema_decay",),
-                                   non_negative=("grad_clip", "min_snr_gamma")))
+                                   non_negative=("grad_clip", "min_snr_gamma"))
+                  + ema_problems(values))
     require(cfg.sample_steps <= cfg.num_train_timesteps,
             f"--sample-steps {cfg.sample_steps}: at most --num-train-timesteps")
 
@@ -180,7 +216,7 @@ def main():
     scheduler = DDPMScheduler.from_config(config, clip_sample=False).to(device)
     optimizer = make_adam(torch.optim.AdamW, model.parameters(), lr=cfg.lr, weight_decay=0.0)
     scaler = run.grad_scaler()
-    ema = EMA(model, cfg.ema_decay)
+    ema = EMA(model, cfg.ema_decay, cfg.ema_lengths)
     state = run.resume("ldm", check=checkpoint_problem)  # None unless --resume
     if state:
         load_weights(model, state["model"], f"--resume {run.checkpoint_path}")

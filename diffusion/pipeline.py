@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 
 from common.checkpoints import entries_problem, load_checkpoint, load_weights
+from common.errors import CheckpointError
 from common.config import stored_problem
 from diffusion.ddpm import DDPMScheduler
 from diffusion.flow import FLOW_TIME_SCALE, FlowMatching, FlowSampler, sample_flow
@@ -106,11 +107,27 @@ def checkpoint_problem(state: dict) -> str | None:
     return stored_problem(schedule_problems(config) + unet_problems(config, resolution))
 
 
-def pipeline_from_state(state: dict, device="cpu", use_ema: bool = True) -> Pipeline:
+def stored_weights(state: dict, use_ema: bool = True, ema_length: str | None = None) -> dict:
+    """The UNet weights a checkpoint offers: the raw ones, its EMA ("model": the first average),
+    or with ema_length one of the power-function EMAs kept beside it (training/ema.py)."""
+    if not use_ema:
+        return state["model"]
+    if ema_length is None:
+        return state["ema"]["model"]
+    lengths = state["ema"].get("lengths", {})
+    if not isinstance(lengths, dict) or ema_length not in lengths:
+        kept = " ".join(map(str, lengths)) if isinstance(lengths, dict) and lengths else "none"
+        raise CheckpointError(f"--ema-length {ema_length}: the checkpoint keeps the EMA lengths "
+                              f"{kept} (train with --ema-lengths to keep some)")
+    return lengths[ema_length]
+
+
+def pipeline_from_state(state: dict, device="cpu", use_ema: bool = True,
+                        ema_length: str | None = None) -> Pipeline:
     """A train_ldm.py or train_unconditional.py checkpoint, already read by load_checkpoint ->
     Pipeline on `device`, its networks in eval mode and frozen."""
     cfg = state["config"]
-    weights = state["ema"]["model"] if use_ema else state["model"]
+    weights = stored_weights(state, use_ema, ema_length)
     flow = cfg.get("objective", "ddpm") == "flow"   # checkpoints before flow matching: DDPM
     if state["kind"] == "ddpm":      # stage 1: pixels, no autoencoder, no text
         unet = build_unet(cfg, in_channels=3)
@@ -136,11 +153,12 @@ def pipeline_from_state(state: dict, device="cpu", use_ema: bool = True) -> Pipe
         step=state["step"])
 
 
-def load_pipeline(path: str | Path, device="cpu", use_ema: bool = True) -> Pipeline:
+def load_pipeline(path: str | Path, device="cpu", use_ema: bool = True,
+                  ema_length: str | None = None) -> Pipeline:
     """A train_ldm.py or train_unconditional.py checkpoint -> Pipeline (EMA weights unless
-    use_ema=False)."""
+    use_ema=False; ema_length: one of the power-function EMAs the checkpoint keeps)."""
     state = load_checkpoint(path, kind=("ddpm", "ldm"), check=checkpoint_problem)
-    return pipeline_from_state(state, device, use_ema)
+    return pipeline_from_state(state, device, use_ema, ema_length)
 
 
 # ---- Generation --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from common.checkpoints import entries_problem, load_checkpoint, load_weights, s
 from common.errors import CheckpointError, ConfigError, warn
 from data import ImageDataset, load_dataset
 from data.augment import augment
+from data.files import make_folder
 from models.classifier import AttributeClassifier
 from training.optim import scheduled_lr, set_lr
 
@@ -67,15 +68,23 @@ def cached_judge(path: Path, attribute_names: list[str], steps: int) -> dict | N
     return state
 
 
+def judge_path(folder: Path, data_name: str, size: int, steps: int) -> Path:
+    """Where the judge of a dataset is cached: one file per (data, size, training steps), so that a
+    judge of another length is never read, nor written over, in its place."""
+    return Path(folder) / f"classifier-{data_name.replace('/', '_').replace(':', '_')}-{size}px-{steps}steps.pt"
+
+
 def load_judge(data: str, size: int, cache_dir: Path, steps: int, device, retrain: bool,
-               lr: float, batch_size: int, chunk: int) -> tuple[AttributeClassifier, dict]:
-    """The judge of `data` at `size` pixels: from its cache (CACHE/classifier-<data>-<size>px.pt),
-    or trained for `steps` and cached there. Returns (classifier in eval mode, its state)."""
+               lr: float, batch_size: int, chunk: int,
+               judge_dir: Path | None = None) -> tuple[AttributeClassifier, dict]:
+    """The judge of `data` at `size` pixels: from its cache (JUDGE_DIR, default the data's
+    CACHE_DIR: classifier-<data>-<size>px-<steps>steps.pt), or trained for `steps` and cached
+    there. Returns (classifier in eval mode, its state)."""
     train = load_dataset(data, size, split="train", cache_dir=cache_dir)
     if train.attributes is None:
         raise ConfigError(f"the dataset {data} has no attribute labels: evaluate.py judges "
                           "attributes (synthetic faces or CelebA)")
-    path = cache_dir / f"classifier-{train.name.replace('/', '_').replace(':', '_')}-{size}px.pt"
+    path = judge_path(make_folder(judge_dir or cache_dir), train.name, size, steps)
     state = None if retrain else cached_judge(path, train.attribute_names, steps)
     if state is None:
         held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)

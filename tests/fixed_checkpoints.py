@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from data.captions import VOCABULARY
+from evaluation.judge import judge_path
 from data.synthetic import SYNTHETIC_ATTRIBUTES
 from models.classifier import AttributeClassifier
 from models.clip import TextEncoder
@@ -82,7 +83,7 @@ def judge_cache(cache_dir: Path, data_name: str, steps: int, seed: int = 0) -> P
     AttributeClassifier, so evaluate.py loads it instead of training one."""
     torch.manual_seed(seed)
     model = AttributeClassifier(len(SYNTHETIC_ATTRIBUTES))
-    path = cache_dir / f"classifier-{data_name}-{IMAGE_SIZE}px.pt"
+    path = judge_path(cache_dir, data_name, IMAGE_SIZE, steps)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"kind": "classifier", "model": perturbed(model, seed, 0.2),
                 "num_attributes": len(SYNTHETIC_ATTRIBUTES),

@@ -5,7 +5,7 @@ per file, so that each stage script stays one flat loop a reader can follow top 
                   run.save, run.finish, run.autocast, run.wrap...; StopFlag, due
     batches       BatchOrder: the batch of step s is a pure function of (seed, s)
     optim         make_adam, scheduled_lr, set_lr, optimizer_step: fused Adam, lr schedules, a step
-    ema           EMA: exponential moving average of the weights
+    ema           EMA: moving averages of the weights (exponential, or EDM2's power function)
     logger        MetricLogger: the logging window, metrics.jsonl, the NaN stop
     plots         plot_metrics, save_attention_figure
     folders       check_new_run: a run is never overwritten silently
@@ -17,7 +17,7 @@ The names a stage script uses are imported here: `from training import EMA, star
 """
 
 from training.batches import BatchOrder
-from training.ema import EMA, unwrap
+from training.ema import EMA, ema_problems, length_name, power_profile, sigma_rel_to_gamma, unwrap
 from training.logger import MetricLogger
 from training.optim import (LR_SCHEDULES, load_optimizer_state, make_adam, optimizer_step,
                             scheduled_lr, set_lr, warmup_cosine_lr)
