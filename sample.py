@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from common import (ConfigError, DataError, check_output, format_config, main_guard, option,
-                    parse_config, pick_device, require, save_grid)
+                    parse_config, pick_device, require, save_grid, save_labelled_grid, upscaled)
 from data.files import read_utf8
 from data.images import IMAGE_EXTENSIONS, load_square_image, to_tensor
 from diffusion import Pipeline, SAMPLERS, generate, load_pipeline, make_sampler, visited_timesteps
@@ -83,6 +83,9 @@ class Config:
     ema: bool = option(True, "sample with the EMA weights (--no-ema: the raw weights)")
     ema_length: str = option("", "one of the power-function EMAs the checkpoint keeps (train with "
                                  "--ema-lengths); default: its first (docs/ema.md)")
+    upscale: int = option(3, "the grid shows each image this many times larger (nearest "
+                             "neighbour: a 32-pixel image becomes 96 pixels of sharp blocks); "
+                             "--out-dir keeps the original pixels")
     batch_size: int = option(64, "images denoised at once")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
 
@@ -152,7 +155,12 @@ def write_outputs(args, pipe: Pipeline, jobs: list, images: torch.Tensor, trajec
                   guidance: float, nrow: int | None) -> None:
     """The grid, the trajectory strip (decoded), and with --out-dir one PNG per image."""
     out = Path(args.out)
-    save_grid(images, out, nrow=nrow)
+    if pipe.text is not None:  # one row per prompt, the prompt beside it, the seed above each column
+        rows = [prompt or "(no prompt)" for prompt, seed in jobs[::nrow]]
+        seeds = [f"seed {seed}" for _, seed in jobs[:nrow]]
+        save_labelled_grid(images, out, rows, seeds, scale=args.upscale)
+    else:
+        save_grid(upscaled(images, args.upscale), out, nrow=nrow)
     print(f"wrote {out} ({len(images)} images, {args.sampler}, seeds from {args.seed})")
     if trajectory:
         strip_path = out.with_name(out.stem + "_trajectory.png")
@@ -177,6 +185,7 @@ def main():
     print("config:\n" + format_config(args))
     require(args.n is None or args.n > 0, f"--n {args.n}: expected a positive number")
     require(args.batch_size > 0, f"--batch-size {args.batch_size}: expected a positive number")
+    require(1 <= args.upscale <= 16, f"--upscale {args.upscale}: expected 1 to 16")
     require(0.0 <= args.strength <= 1.0, f"--strength {args.strength}: expected a value in [0, 1]")
     interval = check_interval(args.guidance_interval)
     check_output("--out", Path(args.out), folder=False, extensions=IMAGE_EXTENSIONS)

@@ -9,7 +9,7 @@
     device        pick_device, autocast, make_grad_scaler: cuda > mps > cpu, fp32 / bf16 / fp16
     randomness    seed_everything, rng_state, gaussian_noise_like: seeds, exact resume, and noise
                   that is the same on every device
-    images        save_grid, png_bytes: images in [-1, 1] -> PNG files
+    images        save_grid, save_labelled_grid, upscaled, png_bytes: images in [-1, 1] -> PNG files
     paths         check_output, output_folder: an output path is checked before any work
 
 The layers above, each importing only from the ones below it: data, models, diffusion, training
@@ -27,6 +27,6 @@ from common.config import (format_config, option, parse_config, range_problems, 
 from common.device import PRECISION_CHOICES, autocast, pick_device
 from common.errors import (CheckpointError, ConfigError, DataError, main_guard, require,
                            require_positive, warn)
-from common.images import png_bytes, save_grid
+from common.images import labelled_grid, png_bytes, save_grid, save_labelled_grid, upscaled
 from common.paths import check_output
 from common.randomness import gaussian_noise_like, seed_everything
