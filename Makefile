@@ -35,6 +35,8 @@ lint: $(VENV)/.dev-installed
 # --overwrite: a second `make demo` starts the stages over in the same folders.
 DEMO := runs/demo
 SEED ?= 0
+# evaluate.py's judge, trained once per machine: every clone's demo reads it from here
+JUDGES ?= $(HOME)/.cache/tiny-t2i/judges
 define stage
 	@echo ""; echo "==> $(1)"
 	@start=$$(date +%s); $(2) && echo "$(1) $$(( $$(date +%s) - $$start ))" >> $(DEMO)/timings.txt
@@ -60,9 +62,10 @@ demo: $(VENV)/.installed
 		--prompts-file docs/demo_prompts.txt --n 8 --seed $(SEED) --out $(DEMO)/prompts.png \
 		--attention-maps)
 	$(call stage,6 evaluate,$(PY) evaluate.py --ckpt $(DEMO)/unconditional/checkpoint.pt \
-		--unconditional 256 --steps 25 --eta 1 --classifier-steps 1000 && $(PY) evaluate.py \
+		--unconditional 256 --steps 25 --eta 1 --classifier-steps 1000 --judge-dir $(JUDGES) \
+		&& $(PY) evaluate.py \
 		--ckpt $(DEMO)/ldm/checkpoint.pt --n 8 --combinations 8 --unconditional 64 --steps 25 \
-		--classifier-steps 1000)
+		--classifier-steps 1000 --judge-dir $(JUDGES))
 	@cp docs/demo_prompts.txt $(DEMO)/prompts.txt
 	$(PY) -m docs.demo_page --run $(DEMO)
 	@echo "demo done: open $(DEMO)/README.md"

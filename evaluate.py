@@ -49,10 +49,10 @@ import torch
 from tqdm import tqdm
 
 from common import (check_output, format_config, main_guard, option, parse_config, pick_device,
-                    require, require_positive, save_grid)
+                    require, require_positive, save_grid, save_labelled_grid, upscaled)
 from data import load_dataset
 from data.captions import combined_requirements, full_caption, single_requirements
-from diffusion import Pipeline, SAMPLERS, generate, load_pipeline, make_sampler
+from diffusion import Pipeline, SAMPLERS, default_sampler, generate, load_pipeline, make_sampler
 from diffusion.guidance import check_interval
 from evaluation.frechet import evenly_spaced, frechet_report
 from evaluation.judge import judge_dataset, judge_images, load_judge
@@ -77,8 +77,9 @@ class Config:
                                                   "1: pure noise), the conditional model alone "
                                                   "elsewhere (Kynkaenniemi et al. 2024); default: "
                                                   "every step (docs/guidance-interval.md)")
-    sampler: str = option("ddim", "ddim (eta: --eta), dpm++ (DPM-Solver++(2M)) or ddpm (all T steps)",
-                          choices=SAMPLERS)
+    sampler: str = option(None, "ddim (eta: --eta), dpm++ (DPM-Solver++(2M)) or ddpm (all T "
+                                "steps); euler or heun for a flow checkpoint; default: ddim, or "
+                                "euler for a flow checkpoint", choices=SAMPLERS, type=str)
     steps: int = option(50, "DDIM or DPM-Solver++ steps")
     eta: float = option(0.0, "DDIM only: 0 deterministic, 1 DDPM-like noise at every step")
     spacing: str = option(None, "timesteps of the few-step samplers; default leading for ddim, "
@@ -157,6 +158,7 @@ def main():
             f"--ckpt {args.ckpt}: trained on data without attributes")
     data, size, cache_dir = data_source(pipe)
     guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
+    args.sampler = args.sampler or default_sampler(pipe.scheduler)  # the checkpoint's kind decides
     scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)
     interval = check_interval(args.guidance_interval)
     classifier, judge_state = load_judge(data, size, cache_dir, args.classifier_steps, device,
@@ -217,7 +219,10 @@ def write_report(out: Path, report: dict, grid: torch.Tensor, nrow: int, rows: l
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
     name = "prompts.png" if rows else "samples.png"
-    save_grid(grid, out / name, nrow=nrow)
+    if rows:  # each prompt beside its row, each seed above its column, images enlarged 3x
+        save_labelled_grid(grid, out / name, rows, [f"seed {i}" for i in range(nrow)])
+    else:
+        save_grid(upscaled(grid, 3), out / name, nrow=nrow)
     if rows:
         (out / "prompts.txt").write_text("".join(f"row {i}: {p}\n" for i, p in enumerate(rows)))
         print_report(report)

@@ -38,7 +38,8 @@ from common import (ConfigError, DataError, check_output, format_config, main_gu
                     parse_config, pick_device, require, save_grid, save_labelled_grid, upscaled)
 from data.files import read_utf8
 from data.images import IMAGE_EXTENSIONS, load_square_image, to_tensor
-from diffusion import Pipeline, SAMPLERS, generate, load_pipeline, make_sampler, visited_timesteps
+from diffusion import (Pipeline, SAMPLERS, default_sampler, generate, load_pipeline, make_sampler,
+                       visited_timesteps)
 from diffusion.guidance import check_interval
 from models import AttentionRecorder
 from training.plots import save_attention_figure
@@ -49,9 +50,10 @@ class Config:
     ckpt: str = option("", "checkpoint.pt written by a training script", required=True)
     n: int = option(None, "images (per prompt for a text model); default 64, or 8 per prompt", type=int)
     seed: int = option(0, "seed of the noise: same seed, same images")
-    sampler: str = option("ddim", "ddpm: all T stochastic steps; ddim: --steps steps (deterministic "
-                                  "at --eta 0); dpm++: DPM-Solver++(2M), --steps steps, trailing "
-                                  "spacing", choices=SAMPLERS)
+    sampler: str = option(None, "ddpm: all T stochastic steps; ddim: --steps steps (deterministic "
+                                "at --eta 0); dpm++: DPM-Solver++(2M), --steps steps, trailing "
+                                "spacing; euler, heun: a flow-matching model's ODE steps; default: "
+                                "ddim, or euler for a flow checkpoint", choices=SAMPLERS, type=str)
     steps: int = option(50, "DDIM or DPM-Solver++ steps (ddpm always runs all T)")
     spacing: str = option(None, "which timesteps the few-step samplers visit; default: leading for "
                                 "ddim, trailing for dpm++ (Lin et al. 2024)",
@@ -199,6 +201,7 @@ def main():
     require(guidance >= 0, f"--guidance {guidance}: expected 0 or more")
     require(not args.attention_maps or pipe.text is not None,
             "--attention-maps: this model has no text, so there is no cross-attention to show")
+    args.sampler = args.sampler or default_sampler(pipe.scheduler)  # the checkpoint's kind decides
     scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)
     x_init = None
     if args.init_image:  # [P8] noised part-way, in the UNet's space (latents: encoded first)

@@ -51,8 +51,10 @@ SAMPLER = {(1, "ddpm"): ["--eta", "1"], (4, "ddpm"): [],
 # (1 + sigma^2)) and 0.22..0.84 on the flow path (sigma = t / (1 - t)).
 INTERVAL = {"ddpm": ["--guidance-interval", "0.08", "0.58"],
             "flow": ["--guidance-interval", "0.22", "0.84"]}
-LENGTHS = ["--ema-lengths", "0.1", "0.2"]
-POWER = {"EMA sigma_rel 0.1": ["--ema-length", "0.1"], "EMA sigma_rel 0.2": ["--ema-length", "0.2"]}
+LENGTHS = ["--ema-lengths", "0.1", "0.05", "0.2"]  # stage 1: three lengths, the first samples
+POWER = {f"EMA sigma_rel {s}": ["--ema-length", s] for s in LENGTHS[1:]}
+LENGTHS4 = ["--ema-lengths", "0.1", "0.2"]  # stage 4: two (an evaluation takes about a minute)
+POWER4 = {f"EMA sigma_rel {s}": ["--ema-length", s] for s in LENGTHS4[1:]}
 
 # name -> (training flags, {variant: evaluate.py flags})
 SETTINGS = {
@@ -60,15 +62,19 @@ SETTINGS = {
         "ddpm, EMA 0.995 (demo)": ([], {"": []}),
         "ddpm, power EMA": (LENGTHS, POWER),
         "flow, power EMA": (["--objective", "flow", *LENGTHS], POWER),
+        "ddpm, power EMA, lr 2e-3": (["--lr", "2e-3", *LENGTHS], POWER),
+        "flow, power EMA, lr 2e-3": (["--objective", "flow", "--lr", "2e-3", *LENGTHS], POWER),
         "ddpm, power EMA, batch 64": (["--batch-size", "64", *LENGTHS], POWER),
+        "ddpm v-prediction, cosine schedule, power EMA": (
+            ["--prediction-type", "v", "--beta-schedule", "cosine", *LENGTHS], POWER),
     },
     4: {
         "ddpm, EMA 0.995 (demo)": ([], {"": [], "guidance interval": INTERVAL["ddpm"]}),
-        "ddpm, power EMA": (LENGTHS, POWER | {"EMA sigma_rel 0.1, guidance interval":
-                                              POWER["EMA sigma_rel 0.1"] + INTERVAL["ddpm"]}),
-        "flow, power EMA": (["--objective", "flow", *LENGTHS],
-                            POWER | {"EMA sigma_rel 0.1, guidance interval":
-                                     POWER["EMA sigma_rel 0.1"] + INTERVAL["flow"]}),
+        "ddpm, power EMA": (LENGTHS4, POWER4 | {"EMA sigma_rel 0.1, guidance interval":
+                                                POWER4["EMA sigma_rel 0.1"] + INTERVAL["ddpm"]}),
+        "flow, power EMA": (["--objective", "flow", *LENGTHS4],
+                            POWER4 | {"EMA sigma_rel 0.1, guidance interval":
+                                      POWER4["EMA sigma_rel 0.1"] + INTERVAL["flow"]}),
     },
 }
 

@@ -18,7 +18,13 @@ DDPM_SAMPLERS = ("ddpm", "ddim", "dpm++")      # for a model trained with DDPM's
 SAMPLERS = DDPM_SAMPLERS + FLOW_SAMPLERS       # the names make_sampler takes
 
 
-def make_sampler(ddpm: DDPMScheduler | FlowMatching, name: str, steps: int,
+def default_sampler(ddpm: DDPMScheduler | FlowMatching) -> str:
+    """What a checkpoint samples with when no --sampler is given: the checkpoint says which kind
+    of model it is, so one command samples either."""
+    return "euler" if isinstance(ddpm, FlowMatching) else "ddim"
+
+
+def make_sampler(ddpm: DDPMScheduler | FlowMatching, name: str | None, steps: int,
                  spacing: str | None = None, eta: float = 0.0
                  ) -> tuple[DDPMScheduler | FlowSampler, float]:
     """The sampler flags (--sampler, --steps, --spacing, --eta) -> (scheduler, eta) for a model
@@ -32,8 +38,10 @@ def make_sampler(ddpm: DDPMScheduler | FlowMatching, name: str, steps: int,
              deterministic, so eta must be 0
     "euler", "heun": a flow-matching model (`ddpm` is then its FlowMatching): `steps` steps of
              that ODE solver (diffusion/flow.py), deterministic
+    None:    the model's own default: ddim for DDPM, euler for flow matching (default_sampler)
     A ConfigError names the flag of an impossible value.
     """
+    name = name or default_sampler(ddpm)
     if name not in SAMPLERS:
         raise ConfigError(f"--sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
     if not 0.0 <= eta <= 1.0:

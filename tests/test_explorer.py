@@ -355,11 +355,20 @@ def test_the_page_in_a_headless_chromium(ldm_server, tmp_path):
         steps = browser.find("#steps")
         steps.clear()
         steps.type("8")
+        for field, level in (("#guidance_lo", "0.2"), ("#guidance_hi", "0.8")):
+            box = browser.find(field)
+            box.clear()
+            box.type(level)
         browser.find("#generate").click()
         # the images arrive, decoded, at the model's size
         loaded = "return [...document.querySelectorAll('#images img')].filter(i => i.complete " \
                  "&& i.naturalWidth === 32 && i.naturalHeight === 32).length"
         assert browser.wait(f"{loaded} === 4 && 4", what="4 images of 32x32") == 4
+        # the guidance interval of the form reached the job
+        first = browser.run("return document.querySelector('#images img').src")
+        job = re.search(r"/api/jobs/(\d+)/", first).group(1)
+        status, described = call(ldm_server, f"/api/jobs/{job}")
+        assert status == 200 and described["result"]["settings"]["guidance_interval"] == [0.2, 0.8]
         # moving the trajectory slider shows another x_t
         before = browser.run("return document.getElementById('xt').src")
         browser.find("#step").type("\ue012\ue012\ue012")      # the left-arrow key, 3 times

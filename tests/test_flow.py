@@ -8,8 +8,11 @@ import math
 import pytest
 import torch
 
-from diffusion.flow import (flow_loss, flow_path, flow_timesteps, flow_velocity, flow_x0,
-                            logit_normal_density, logit_normal_t, sample_flow)
+from common.errors import ConfigError
+from diffusion import DDIMScheduler, DDPMScheduler, make_sampler
+from diffusion.flow import (FlowMatching, FlowSampler, flow_loss, flow_path, flow_timesteps,
+                            flow_velocity, flow_x0, logit_normal_density, logit_normal_t,
+                            sample_flow)
 
 
 def gaussian_velocity(x: torch.Tensor, t, mean: float, std: float) -> torch.Tensor:
@@ -100,6 +103,11 @@ def test_the_sampler_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="x_init"):
         sample_flow(lambda x, t: x, x, 2, strength=0.5)
     assert flow_timesteps(4) == [1.0, 0.75, 0.5, 0.25, 0.0]
+    flow, ddpm = FlowMatching.from_config({}), DDPMScheduler(num_train_timesteps=10)
+    assert isinstance(make_sampler(flow, None, 4)[0], FlowSampler)          # euler by default
+    assert isinstance(make_sampler(ddpm, None, 4)[0], DDIMScheduler)        # ddim by default
+    with pytest.raises(ConfigError, match="--sampler ddim: a flow-matching model"):
+        make_sampler(flow, "ddim", 4)
     assert torch.equal(sample_flow(lambda x, t: x + 1, x, 3, x_init=x + 5, strength=0.0), x + 5)
 
 
@@ -121,6 +129,10 @@ def test_both_diffusion_stages_train_and_sample_with_flow_matching(tmp_path, vae
     assert (pixel / "samples" / "step_000003.png").exists()
     run(["sample.py", "--ckpt", str(pixel / "checkpoint.pt"), "--n", "2", "--sampler", "euler",
          "--steps", "4", "--device", "cpu", "--out", str(tmp_path / "pixel.png")])
+    # without --sampler, the checkpoint's kind picks it: Euler, the same images
+    run(["sample.py", "--ckpt", str(pixel / "checkpoint.pt"), "--n", "2", "--steps", "4",
+         "--device", "cpu", "--out", str(tmp_path / "pixel_default.png")])
+    assert (tmp_path / "pixel_default.png").read_bytes() == (tmp_path / "pixel.png").read_bytes()
     run(["sample.py", "--ckpt", str(latent / "checkpoint.pt"), "--n", "2", "--sampler", "heun",
          "--steps", "3", "--prompt", "a smiling man", "--attention-maps", "--device", "cpu",
          "--out", str(tmp_path / "latent.png")])

@@ -51,7 +51,8 @@ function settings() {
                  eta: Number(value("eta")), seed: Number(value("seed")), n: Number(value("n")) };
   if (state.info.text) {
     Object.assign(body, { prompt: value("prompt"), negative_prompt: value("negative_prompt"),
-                          guidance: Number(value("guidance")) });
+                          guidance: Number(value("guidance")),
+                          guidance_interval: [Number(value("guidance_lo")), Number(value("guidance_hi"))] });
   }
   return body;
 }
