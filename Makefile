@@ -26,12 +26,13 @@ lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
 
 # The whole journey on the embedded synthetic faces, offline, CPU-sized: every stage of the video
-# in order, shortened to fit about a quarter of an hour on a 2-core CPU (10-17 min measured; 32x32
-# images everywhere; an autoencoder with f=2, so latents are 16x16x3). Each stage prints a
-# progress bar with the time left; RUN/timings.txt records each stage's wall time and
-# RUN/README.md shows every result. Short runs learn most with cosine learning-rate decay; on a
-# CPU with native bf16, --precision auto trains in bf16 autocast (docs/demo-quality.md measures
-# every choice). SEED=1 make demo: another seed for every stage.
+# in order, shortened to fit about a quarter of an hour on a 2-core CPU (32x32 images everywhere;
+# an autoencoder with f=2, so latents are 16x16x3). Each stage prints a progress bar with the
+# time left; RUN/timings.txt records each stage's wall time and RUN/README.md shows every result.
+# Short runs learn most with cosine learning-rate decay and a power-function EMA (docs/ema.md);
+# on a CPU with native bf16, --precision auto trains in bf16 autocast. Stage 1 is the video's
+# DDPM, which pages 1-8 teach and run their exercises on; stage 4 uses flow matching, which
+# learned more in the same minutes (docs/equal-time.md). SEED=1 make demo: another seed.
 # --overwrite: a second `make demo` starts the stages over in the same folders.
 DEMO := runs/demo
 SEED ?= 0
@@ -44,8 +45,9 @@ endef
 
 demo: $(VENV)/.installed
 	@mkdir -p $(DEMO) && rm -f $(DEMO)/timings.txt
-	$(call stage,1 pixel DDPM,$(PY) train_unconditional.py --preset cpu --steps 200 \
-		--lr-schedule cosine --sample-every 0 --num-samples 16 --seed $(SEED) --overwrite \
+	$(call stage,1 pixel DDPM,$(PY) train_unconditional.py --preset cpu --steps 150 \
+		--batch-size 64 --warmup-steps 50 --ema-lengths 0.05 --lr-schedule cosine \
+		--sample-every 0 --num-samples 16 --sample-steps 25 --seed $(SEED) --overwrite \
 		--out $(DEMO)/unconditional && $(PY) sample.py --ckpt $(DEMO)/unconditional/checkpoint.pt \
 		--n 64 --steps 50 --eta 1 --seed $(SEED) \
 		--out $(DEMO)/unconditional_samples.png --trajectory)
@@ -56,8 +58,8 @@ demo: $(VENV)/.installed
 		--steps 500 --batch-size 256 --lr 5e-4 --eval-every 500 --eval-images 512 --seed $(SEED) \
 		--overwrite --out $(DEMO)/clip)
 	$(call stage,4 latent diffusion,$(PY) train_ldm.py --preset cpu --vae $(DEMO)/vae/checkpoint.pt \
-		--clip $(DEMO)/clip/checkpoint.pt --steps 500 --lr-schedule cosine --sample-every 0 \
-		--seed $(SEED) --overwrite --out $(DEMO)/ldm)
+		--clip $(DEMO)/clip/checkpoint.pt --objective flow --ema-lengths 0.1 --steps 500 \
+		--lr-schedule cosine --sample-every 0 --seed $(SEED) --overwrite --out $(DEMO)/ldm)
 	$(call stage,5 sampling prompts,$(PY) sample.py --ckpt $(DEMO)/ldm/checkpoint.pt \
 		--prompts-file docs/demo_prompts.txt --n 8 --seed $(SEED) --out $(DEMO)/prompts.png \
 		--attention-maps)
