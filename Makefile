@@ -45,9 +45,9 @@ endef
 
 demo: $(VENV)/.installed
 	@mkdir -p $(DEMO) && rm -f $(DEMO)/timings.txt
-	$(call stage,1 pixel DDPM,$(PY) train_unconditional.py --preset cpu --steps 150 \
-		--batch-size 64 --warmup-steps 50 --ema-lengths 0.05 --lr-schedule cosine \
-		--sample-every 0 --num-samples 16 --sample-steps 25 --seed $(SEED) --overwrite \
+	$(call stage,1 pixel DDPM,$(PY) train_unconditional.py --preset cpu --steps 200 \
+		--ema-lengths 0.05 --lr-schedule cosine --sample-every 0 --num-samples 16 \
+		--sample-steps 25 --seed $(SEED) --overwrite \
 		--out $(DEMO)/unconditional && $(PY) sample.py --ckpt $(DEMO)/unconditional/checkpoint.pt \
 		--n 64 --steps 50 --eta 1 --seed $(SEED) \
 		--out $(DEMO)/unconditional_samples.png --trajectory)

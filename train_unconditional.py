@@ -20,46 +20,18 @@ from dataclasses import dataclass
 
 import torch
 
-from common import (
-    PRECISION_CHOICES,
-    load_weights,
-    main_guard,
-    option,
-    parse_config,
-    range_problems,
-    require,
-    require_positive,
-    require_valid,
-    save_grid,
-    seed_everything,
-)
+from common import (PRECISION_CHOICES, load_weights, main_guard, option, parse_config,
+                    range_problems, require, require_positive, require_valid, save_grid,
+                    seed_everything)
 from data import load_dataset
 from data.augment import augment
-from diffusion import (
-    DDPMScheduler,
-    Pipeline,
-    checkpoint_problem,
-    generate,
-    make_sampler,
-    schedule_problems,
-)
+from diffusion import (DDPMScheduler, Pipeline, checkpoint_problem, generate, make_sampler,
+                       schedule_problems)
 from diffusion.flow import FLOW_TIME_SCALE, FlowMatching, flow_loss, flow_path, logit_normal_t
 from models import build_unet, unet_problems
-from training import (
-    EMA,
-    LR_SCHEDULES,
-    BatchOrder,
-    MetricLogger,
-    StopFlag,
-    due,
-    ema_problems,
-    load_optimizer_state,
-    make_adam,
-    optimizer_step,
-    scheduled_lr,
-    set_lr,
-    start_run,
-)
+from training import (BatchOrder, EMA, ema_problems, LR_SCHEDULES, MetricLogger, StopFlag, due,
+                      load_optimizer_state, make_adam, optimizer_step, scheduled_lr, set_lr,
+                      start_run)
 
 
 @dataclass
