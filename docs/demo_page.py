@@ -99,7 +99,9 @@ def main(argv=None) -> None:
             p for p in (root / "prompts.txt").read_text().splitlines() if p), ""]
     lines += [image(root / "prompts_attention.png", root, "cross-attention per word"), ""]
     if evaluation:
-        lines += [f"evaluate.py at guidance {evaluation['guidance']} ({evaluation['images_per_prompt']}"
+        sampler = evaluation.get("sampler")
+        how = f", {sampler} {evaluation.get('steps')} steps" if sampler else ""
+        lines += [f"evaluate.py at guidance {evaluation['guidance']}{how} ({evaluation['images_per_prompt']}"
                   " images per prompt; right = the attribute classifier sees every requirement):", "",
                   "| prompts | right | unconditional baseline | diversity |", "|---|---|---|---|"]
         lines += [f"| {group} ({s['prompts']}) | {s['accuracy']:.2f} | {s['unconditional']:.2f} "

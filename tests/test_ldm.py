@@ -132,8 +132,10 @@ def test_a_self_contained_checkpoint_samples_with_the_other_files_gone(ldm_run, 
         assert index[0]["file"] == "0000_a_smiling_man_with_glasses_seed0.png"
         for name in ("grid.png", "grid_attention.png", "grid_trajectory.png"):
             assert (tmp_path / name).is_file()
-        # a 2x2 grid of 32 px images with 1 px padding
-        assert np.asarray(Image.open(tmp_path / "grid.png")).shape == (2 * 33 + 1, 2 * 33 + 1, 3)
+        # 2 prompts x 2 seeds of 32 px images shown at 96 px, 2 px apart, below a line of seeds
+        # (26 px) and beside a column of prompts (wider than its 12 px of margins)
+        height, width, _ = np.asarray(Image.open(tmp_path / "grid.png")).shape
+        assert height == 26 + 2 * (96 + 2) and width - 2 * (96 + 2) > 12
 
         # (prompt, seed) names one image: seed 1 alone equals the second image above
         run([*args, "--n", "1", "--seed", "1", "--prompt", "a smiling man with glasses",

@@ -79,13 +79,14 @@ def test_sample_writes_files_is_deterministic_and_strength_zero_returns_the_inpu
     assert len(list((tmp_path / "each").glob("*.png"))) == 5
     assert (tmp_path / "a_trajectory.png").exists()
     run([*args, "--sampler", "ddpm", "--out", str(tmp_path / "c.png")])
-    assert np.asarray(Image.open(tmp_path / "c.png")).shape == (3 * 17 + 1, 2 * 17 + 1, 3)  # 5 images: 2 columns, 3 rows
+    # 5 images of 16 px shown 3x larger (48 px) with 1 px padding: 2 columns, 3 rows
+    assert np.asarray(Image.open(tmp_path / "c.png")).shape == (3 * 49 + 1, 2 * 49 + 1, 3)
 
     # --strength 0: the re-noised start is the input itself and no step runs.
     face = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
     Image.fromarray(face).save(tmp_path / "face.png")
     run([*args, "--n", "1", "--init-image", str(tmp_path / "face.png"), "--strength", "0",
-         "--out", str(tmp_path / "same.png")])
+         "--out", str(tmp_path / "same.png"), "--upscale", "1"])
     same = np.asarray(Image.open(tmp_path / "same.png"))  # a one-image grid has no padding
     assert np.abs(same.astype(int) - face.astype(int)).max() <= 1
 
