@@ -221,12 +221,10 @@ def write_report(out: Path, report: dict, grid: torch.Tensor, nrow: int, rows: l
     name = "prompts.png" if rows else "samples.png"
     if rows:  # each prompt beside its row, each seed above its column, images enlarged 3x
         save_labelled_grid(grid, out / name, rows, [f"seed {i}" for i in range(nrow)])
-    else:
-        save_grid(upscaled(grid, 3), out / name, nrow=nrow)
-    if rows:
         (out / "prompts.txt").write_text("".join(f"row {i}: {p}\n" for i, p in enumerate(rows)))
         print_report(report)
     else:
+        save_grid(upscaled(grid, 3), out / name, nrow=nrow)
         print_pixel_report(report)
     print(f"wrote {out}/eval.json, {out}/{name}", end=" ")
 

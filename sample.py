@@ -158,7 +158,7 @@ def write_outputs(args, pipe: Pipeline, jobs: list, images: torch.Tensor, trajec
     """The grid, the trajectory strip (decoded), and with --out-dir one PNG per image."""
     out = Path(args.out)
     if pipe.text is not None:  # one row per prompt, the prompt beside it, the seed above each column
-        rows = [prompt or "(no prompt)" for prompt, seed in jobs[::nrow]]
+        rows = [prompt or "(no prompt)" for prompt, _ in jobs[::nrow]]
         seeds = [f"seed {seed}" for _, seed in jobs[:nrow]]
         save_labelled_grid(images, out, rows, seeds, scale=args.upscale)
     else:

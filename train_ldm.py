@@ -200,7 +200,7 @@ def main():
 
     flow = cfg.objective == "flow"   # validation grids: DDIM, or Euler for flow matching
     sample_scheduler, _ = make_sampler(FlowMatching.from_config(config) if flow else scheduler,
-                                       "euler" if flow else "ddim", cfg.sample_steps)  # eta 0
+                                       None, cfg.sample_steps)  # DDIM at eta 0, or Euler
     pipe = Pipeline(ema.model, latent_shape, vae=vae.to(device), text=text,
                     scale_factor=scale_factor)
 

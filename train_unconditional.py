@@ -167,7 +167,7 @@ def main():
     # Sample grids use their own generators, so drawing them does not change the training noise.
     flow = cfg.objective == "flow"
     sample_scheduler, eta = make_sampler(FlowMatching.from_config(config) if flow else scheduler,
-                                         "euler" if flow else "ddim", cfg.sample_steps,
+                                         None, cfg.sample_steps,  # DDIM, or Euler for flow
                                          eta=0.0 if flow else cfg.sample_eta)
     pipe = Pipeline(ema.model, (3, cfg.image_size, cfg.image_size))  # pixels: no autoencoder
 

@@ -46,20 +46,21 @@ def labelled_grid(images: torch.Tensor, rows: list[str], columns: list[str] | No
     ncols = count // len(rows)
     pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # as save_image
     pixels = upscaled(pixels, scale)                                              # (N, 3, sH, sW)
+    text_size = 14                              # pixels of a line of labels
     try:
-        font = ImageFont.load_default(size=14)  # Pillow's own scalable font (needs FreeType)
+        font = ImageFont.load_default(size=text_size)  # Pillow's scalable font (needs FreeType)
     except (AttributeError, TypeError, OSError):
         font = ImageFont.load_default()         # the small bitmap font
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_width = max(draw.textlength(text, font=font) for text in rows)
     pad, cell_h, cell_w = 6, height * scale, width * scale
     left = int(text_width) + 2 * pad
-    top = 2 * pad + 14 if columns else pad
+    top = 2 * pad + text_size if columns else pad
     canvas = Image.new("RGB", (left + ncols * (cell_w + 2), top + len(rows) * (cell_h + 2)), "white")
     draw = ImageDraw.Draw(canvas)
     for r, text in enumerate(rows):
         y = top + r * (cell_h + 2)
-        draw.text((pad, y + cell_h // 2 - 7), text, fill="black", font=font)
+        draw.text((pad, y + (cell_h - text_size) // 2), text, fill="black", font=font)
         for c in range(ncols):
             tile = pixels[r * ncols + c].permute(1, 2, 0).numpy()
             canvas.paste(Image.fromarray(tile), (left + c * (cell_w + 2), y))

@@ -122,20 +122,27 @@ def stored_weights(state: dict, use_ema: bool = True, ema_length: str | None = N
     return lengths[ema_length]
 
 
+def stored_scheduler(cfg: dict, clip_sample: bool, device="cpu") -> DDPMScheduler | FlowMatching:
+    """What a checkpoint's model is sampled through: FlowMatching for objective flow, else its
+    DDPM schedule (clip_sample: pixels clip x0 to [-1, 1], latents do not). Checkpoints from
+    before flow matching have no objective: DDPM."""
+    if cfg.get("objective", "ddpm") == "flow":
+        return FlowMatching.from_config(cfg)
+    return DDPMScheduler.from_config(cfg, clip_sample=clip_sample).to(device)
+
+
 def pipeline_from_state(state: dict, device="cpu", use_ema: bool = True,
                         ema_length: str | None = None) -> Pipeline:
     """A train_ldm.py or train_unconditional.py checkpoint, already read by load_checkpoint ->
     Pipeline on `device`, its networks in eval mode and frozen."""
     cfg = state["config"]
     weights = stored_weights(state, use_ema, ema_length)
-    flow = cfg.get("objective", "ddpm") == "flow"   # checkpoints before flow matching: DDPM
     if state["kind"] == "ddpm":      # stage 1: pixels, no autoencoder, no text
         unet = build_unet(cfg, in_channels=3)
         load_weights(unet, weights, "the UNet")
         return Pipeline(unet.to(device).eval().requires_grad_(False),
                         sample_shape=(3, cfg["image_size"], cfg["image_size"]),
-                        scheduler=FlowMatching.from_config(cfg) if flow else
-                        DDPMScheduler.from_config(cfg, clip_sample=True).to(device),  # clip x0
+                        scheduler=stored_scheduler(cfg, clip_sample=True, device=device),
                         config=cfg, step=state["step"])
     text = None
     if state.get("text_encoder") is not None:
@@ -147,8 +154,7 @@ def pipeline_from_state(state: dict, device="cpu", use_ema: bool = True,
         unet.to(device).eval().requires_grad_(False), sample_shape,
         vae=vae_from_state(state["vae"], state["vae_config"], device), text=text,
         scale_factor=state["scale_factor"],
-        scheduler=FlowMatching.from_config(cfg) if flow else
-        DDPMScheduler.from_config(cfg, clip_sample=False).to(device),  # latents: no clip
+        scheduler=stored_scheduler(cfg, clip_sample=False, device=device),
         config=cfg, vae_config=state["vae_config"], attribute_names=state.get("attribute_names"),
         step=state["step"])
 
