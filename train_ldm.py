@@ -110,13 +110,15 @@ class Config:
 
 
 PRESETS = {
-    "cpu": dict(_doc="a small text-conditioned UNet on the CPU presets' 16x16x3 latents",
+    # flow matching, EMA lengths and cosine decay learned most per CPU-minute (docs/equal-time.md)
+    "cpu": dict(_doc="a small text-conditioned UNet on the CPU presets' 16x16x3 latents, flow "
+                     "matching (beyond the video: docs/flow-matching.md)",
                 vae="runs/vae_cpu/checkpoint.pt", clip="runs/clip_cpu/checkpoint.pt",
                 base_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1,
                 attention_levels=(1, 2), steps=3000, batch_size=64, lr=1e-3, warmup_steps=100,
-                ema_decay=0.995, log_every=25, sample_every=1000, ckpt_every=500,
-                out="runs/ldm_cpu"),
-    "cpu_uncond": dict(_doc="the cpu preset without text: unconditional latent diffusion [P12]",
+                objective="flow", lr_schedule="cosine", ema_lengths=(0.1, 0.05), log_every=25,
+                sample_every=1000, ckpt_every=500, out="runs/ldm_cpu"),
+    "cpu_uncond": dict(_doc="the video's DDPM on the cpu preset's latents, without text [P12]",
                        vae="runs/vae_cpu/checkpoint.pt", clip="", base_channels=32,
                        channel_mult=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
                        steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995,

@@ -107,8 +107,9 @@ PRESETS = {
     "cpu": dict(_doc="a small UNet that learns the synthetic faces in a few minutes on a CPU",
                 base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(2,),
                 dropout=0.0, channels_last=False, steps=1000, batch_size=32, lr=1e-3,
-                warmup_steps=100, ema_decay=0.995, log_every=25, sample_every=500,
-                ckpt_every=500, sample_steps=100, sample_eta=1.0, out="runs/unconditional_cpu"),
+                warmup_steps=100, lr_schedule="cosine", ema_lengths=(0.05,), log_every=25,
+                sample_every=500, ckpt_every=500, sample_steps=100, sample_eta=1.0,
+                out="runs/unconditional_cpu"),
 }
 
 
