@@ -15,7 +15,7 @@ from PIL import Image  # noqa: E402
 from common.errors import CheckpointError  # noqa: E402
 from data.synthetic import draw_face, sample_attributes  # noqa: E402
 from diffusion.pipeline import Pipeline, generate, load_pipeline  # noqa: E402
-from diffusion.sampling import make_sampler  # noqa: E402
+from diffusion.sampling import default_sampler, make_sampler  # noqa: E402
 
 FIGURES = Path(__file__).parent  # docs/figures/
 
@@ -54,13 +54,19 @@ def load_text_model(ckpt: str) -> Pipeline:
     return pipe
 
 
+def sampler_name(pipe: Pipeline) -> str:
+    """How sample_text_to_image draws from this checkpoint, for titles: "DDIM (eta 0)" or "Euler"."""
+    return "DDIM (eta 0)" if default_sampler(pipe.scheduler) == "ddim" else "Euler"
+
+
 def sample_text_to_image(pipe: Pipeline, prompts: list[str], seeds: list[int], guidance: float,
                          steps: int = 50, recorder=None) -> torch.Tensor:
     """One image per (prompt, seed) from a text Pipeline, as sample.py makes it
-    (diffusion.pipeline.generate, DDIM at eta 0): `python sample.py --ckpt ... --prompt P --seed s
-    --n 1` gives the same image. recorder: a models.attention.AttentionRecorder on pipe.unet.
+    (diffusion.pipeline.generate with the checkpoint's default sampler: DDIM at eta 0, or Euler for
+    flow matching): `python sample.py --ckpt ... --prompt P --seed s --n 1` gives the same image.
+    recorder: a models.attention.AttentionRecorder on pipe.unet.
     Returns images (N, 3, S, S) on the CPU, not clamped."""
-    scheduler, eta = make_sampler(pipe.scheduler, "ddim", steps)  # leading spacing, eta 0
+    scheduler, eta = make_sampler(pipe.scheduler, None, steps)  # DDIM (leading, eta 0) or Euler
     return generate(pipe, prompts, seeds, guidance, scheduler, eta=eta, recorder=recorder).images
 
 

@@ -7,7 +7,8 @@
 writes docs/figures/ldm_prompt_grid.png. Rows are the 8 validation prompts that train_ldm.py
 draws its grids with (data.captions.VALIDATION_PROMPTS), written at the left; columns are the
 seeds 0..7. Every image is drawn as sample.py draws it (docs.figures.common.sample_text_to_image):
-the EMA weights, DDIM with 50 steps at eta 0, classifier-free guidance at the scale the model was
+the EMA weights, 50 steps of the checkpoint's default sampler (DDIM at eta 0, or Euler for a
+flow-matching model), classifier-free guidance at the scale the model was
 trained to show (its config's `guidance`, train_ldm --guidance) against the empty prompt, x_T of
 seed j from torch.Generator().manual_seed(j), then z_0 / scale_factor through the decoder. So
 row i equals `python sample.py --ckpt CKPT --prompt "<prompt i>" --n 8`, and within a column
@@ -19,7 +20,8 @@ import textwrap
 from pathlib import Path
 
 from data.captions import VALIDATION_PROMPTS
-from docs.figures.common import FIGURES, load_text_model, sample_text_to_image, save_image_grid
+from docs.figures.common import (FIGURES, load_text_model, sample_text_to_image, sampler_name,
+                                 save_image_grid)
 
 
 def main() -> None:
@@ -28,7 +30,8 @@ def main() -> None:
                         help="a train_ldm.py checkpoint trained with --clip")
     parser.add_argument("--seeds", type=int, default=8, help="images per prompt (columns)")
     parser.add_argument("--seed", type=int, default=0, help="the first seed (as sample.py --seed)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (eta 0)")
+    parser.add_argument("--steps", type=int, default=50, help="sampling steps (DDIM at eta 0, "
+                                                                  "or Euler for flow matching)")
     parser.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance scale; default: the model's own")
     parser.add_argument("--out-dir", default=str(FIGURES), help="where ldm_prompt_grid.png goes")
@@ -43,7 +46,7 @@ def main() -> None:
     S = images.shape[-1]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    title = (f"{args.ckpt}, step {pipe.step}: DDIM {args.steps} steps, eta 0, guidance "
+    title = (f"{args.ckpt}, step {pipe.step}: {sampler_name(pipe)} {args.steps} steps, guidance "
              f"{guidance:g}; column j starts from the noise of seed j")
     save_image_grid(images.reshape(len(VALIDATION_PROMPTS), len(seeds), *images.shape[1:]),
                     out_dir / "ldm_prompt_grid.png",
