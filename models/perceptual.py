@@ -16,6 +16,9 @@ channels alike. The channels are summed, not averaged: per position
 sum_C (f_hat(x) - f_hat(y))^2 = 2 - 2 cos(f(x), f(y)), so every layer's term lies in [0, 4]
 whatever its width, and the three layers count equally.
 
+Only what the loss uses is built: VGG16's `features` through relu3_3 (index 15), 7 convolutions
+with 1,735,488 parameters, not the 14.7M of all its convolutions (138M with the classifier).
+
 Weights: the VGG must come from somewhere, and tests must never download. load_vgg16_weights tries
 an explicit file, then torchvision's cache, then (only if allowed) a download; without any of them
 the network keeps fixed random weights (seed 0). Random convolutional features still measure local
@@ -29,23 +32,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import CheckpointError
+
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 weights, as the hub cache names them
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# torchvision's VGG16 configuration "D": conv widths, "M" = 2x2 max-pool
+# torchvision's VGG16 configuration "D": conv widths, "M" = 2x2 max-pool; `features` has 31 layers
 VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 FEATURE_LAYERS = (3, 8, 15)  # relu1_2, relu2_2, relu3_3: the ends of blocks 1, 2, 3
 
 
 class VGG16Features(nn.Module):
-    """torchvision's `vgg16().features`, written out: the same 31 layers at the same indices
-    (conv 0,2 / pool 4 / conv 5,7 / pool 9 / conv 10,12,14 / pool 16 / conv 17,19,21 / pool 23 /
-    conv 24,26,28 / pool 30), so the `features.*` entries of a torchvision VGG16 state dict load
-    unchanged. All of `features` is built, so the keys match exactly; forward runs only up to the
-    last requested layer (15), blocks 4 and 5 are never evaluated."""
+    """The start of torchvision's `vgg16().features`, written out: its layers up to and including
+    the last requested one, at torchvision's indices. For FEATURE_LAYERS that is layers 0-15
+    (conv 0,2 / pool 4 / conv 5,7 / pool 9 / conv 10,12,14, each conv followed by its ReLU), 7 of
+    VGG16's 13 convolutions: 1,735,488 parameters instead of 14,714,688. The indices are
+    torchvision's, so the `features.0-14.*` entries of a torchvision VGG16 state dict load
+    unchanged; the rest of the file (blocks 4 and 5, the classifier) is not needed."""
 
     def __init__(self, layers: tuple = FEATURE_LAYERS):  # indices whose outputs forward returns
         super().__init__()
+        self.layers = tuple(layers)
+        last = max(self.layers)
         modules, channels = [], 3
         for width in VGG16_LAYOUT:
             if width == "M":
@@ -53,12 +61,16 @@ class VGG16Features(nn.Module):
             else:
                 modules += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU()]
                 channels = width
-        self.features = nn.Sequential(*modules)  # 31 layers, as torchvision's
-        self.layers = tuple(layers)
+            if len(modules) > last:
+                break
+        if len(modules) <= last:
+            raise ValueError(f"VGG16's features have {len(modules)} layers, no layer {last}")
+        self.features = nn.Sequential(*modules[:last + 1])  # layers 0..last, torchvision's indices
 
     def reset_parameters(self, seed: int = 0) -> "VGG16Features":
         """Fixed random weights: Kaiming normal (fan_out, ReLU) convs and zero biases, as
-        torchvision initialises VGG, drawn from a CPU generator seeded with `seed`."""
+        torchvision initialises VGG, drawn from a CPU generator seeded with `seed`, layer by layer
+        in order: each built layer gets the same draws as when all of VGG16 was built."""
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for module in self.features:
@@ -74,7 +86,7 @@ class VGG16Features(nn.Module):
         """x (B, 3, H, W), ImageNet-normalised -> the activations at self.layers, in order:
         relu1_2 (B, 64, H, W), relu2_2 (B, 128, H/2, W/2), relu3_3 (B, 256, H/4, W/4)."""
         outputs = []
-        for index, layer in enumerate(self.features[:max(self.layers) + 1]):
+        for index, layer in enumerate(self.features):
             x = layer(x)
             if index in self.layers:
                 outputs.append(x)
@@ -125,25 +137,27 @@ class PerceptualLoss(nn.Module):
 
 def load_vgg16_weights(path: str | Path | None = None, allow_download: bool = False
                        ) -> tuple[dict | None, str]:
-    """ImageNet VGG16 `features.*` weights, and where they came from (one phrase), or None.
+    """ImageNet VGG16 weights of the layers VGG16Features builds (`features.0-14.*`), and where
+    they came from (one phrase), or None.
 
     Tried in order:
       (a) `path`, if given (--vgg-weights FILE): a torchvision VGG16 state dict, or one holding only
-          its `features.*` entries. A missing file or mismatching keys raise ValueError.
+          its `features.*` entries. A missing file, or a needed entry missing or of the wrong
+          shape, raises CheckpointError.
       (b) torchvision's cache, torch.hub.get_dir()/checkpoints/vgg16-397923af.pth.
       (c) only if allow_download: torchvision's IMAGENET1K_V1 URL, saved into that cache and
           loaded with weights_only=True after a hash check; any failure (offline) falls through.
       (d) nothing: (None, a sentence saying so). PerceptualLoss(None) then uses fixed random weights.
-    Only the `features.*` entries are kept: `classifier.*` is not part of the feature extractor.
+    Only the entries of the built layers are kept: blocks 4 and 5 and `classifier.*` are ignored.
     """
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise ValueError(f"--vgg-weights: no file at {path}")
-        return _features_only(_read(path), path), f"VGG16 with ImageNet weights from {path}"
+            raise CheckpointError(f"--vgg-weights: no file at {path}")
+        return _entries_used(_read(path), path), f"VGG16 with ImageNet weights from {path}"
     cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
     if cached.is_file():
-        return _features_only(_read(cached), cached), f"VGG16 with ImageNet weights from {cached}"
+        return _entries_used(_read(cached), cached), f"VGG16 with ImageNet weights from {cached}"
     if allow_download:
         try:
             import torchvision
@@ -152,7 +166,7 @@ def load_vgg16_weights(path: str | Path | None = None, allow_download: bool = Fa
             # the 397923af in its name, so a tampered or truncated download is refused
             state_dict = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True,
                                                             check_hash=True, weights_only=True)
-            return _features_only(state_dict, url), f"VGG16 with ImageNet weights from {url}"
+            return _entries_used(state_dict, url), f"VGG16 with ImageNet weights from {url}"
         except Exception as error:  # offline, no torchvision, a broken file: use the fallback
             reason = f"download failed: {type(error).__name__}"
     else:
@@ -163,32 +177,33 @@ def load_vgg16_weights(path: str | Path | None = None, allow_download: bool = Fa
 
 
 def _read(path: Path) -> dict:
-    """torch.load with weights_only=True (tensors only, no code), any failure as one ValueError."""
+    """torch.load with weights_only=True (tensors only, no code), any failure as one CheckpointError."""
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"cannot read {path} as a state dict: {type(error).__name__}") from error
+        raise CheckpointError(f"cannot read {path} as a state dict: {type(error).__name__}") from error
     if not isinstance(state_dict, dict):
-        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict")
+        raise CheckpointError(f"{path} holds a {type(state_dict).__name__}, not a state dict")
     return state_dict
 
 
-def _features_only(state_dict: dict, source) -> dict:
-    """The `features.*` entries of a VGG16 state dict; ValueError unless their names and shapes
-    are exactly those of VGG16Features."""
+def _entries_used(state_dict: dict, source) -> dict:
+    """The entries of a torchvision VGG16 state dict that VGG16Features loads (`features.0-14.*`);
+    the others (blocks 4 and 5, `classifier.*`) are dropped. CheckpointError, naming the first
+    entry at fault, when a needed one is missing or has the wrong shape."""
     with torch.device("meta"):  # names and shapes only: no memory, no initialisation
         expected = {k: v.shape for k, v in VGG16Features().state_dict().items()}
-    features = {k: v for k, v in state_dict.items() if k.startswith("features.")}
-    missing, extra = sorted(expected.keys() - features.keys()), sorted(features.keys() - expected.keys())
-    if missing or extra:
-        raise ValueError(f"{source} is not a torchvision VGG16 state dict: missing keys {missing[:3]}"
-                         f"{'...' if len(missing) > 3 else ''}, unexpected keys {extra[:3]}"
-                         f"{'...' if len(extra) > 3 else ''}")
+    missing = [key for key in expected if key not in state_dict]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{source} is not a torchvision VGG16 state dict: it has no "
+                              f"{missing[0]}{more}")
     for key, shape in expected.items():
-        if features[key].shape != shape:
-            raise ValueError(f"{source} is not a torchvision VGG16 state dict: {key} has shape "
-                             f"{tuple(features[key].shape)}, VGG16 needs {tuple(shape)}")
-    return features
+        found = getattr(state_dict[key], "shape", None)              # None: not a tensor at all
+        if found != shape:
+            raise CheckpointError(f"{source} is not a torchvision VGG16 state dict: {key} has shape "
+                                  f"{None if found is None else tuple(found)}, VGG16 needs {tuple(shape)}")
+    return {key: state_dict[key] for key in expected}
 
 
 def build_perceptual_loss(weights_path: str | Path | None = None, allow_download: bool = False

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchvision
 
+from common.errors import CheckpointError
 from data.synthetic import draw_face, sample_attributes
 from models.discriminator import PatchDiscriminator
 from models.losses import (adaptive_gan_weight, generator_loss, hinge_d_loss, kl_loss,
@@ -119,11 +120,19 @@ def torchvision_vgg():
 
 
 def test_vgg_matches_torchvision(torchvision_vgg):
-    reference = torchvision_vgg.state_dict()
-    features = {k: v for k, v in reference.items() if k.startswith("features.")}
+    # only layers 0-15 are built, at torchvision's indices: conv 0, 2, 5, 7, 10, 12, 14
     vgg = VGG16Features()
-    assert set(vgg.state_dict()) == set(features)           # every key matched, none left over
-    vgg.load_state_dict(features, strict=True)
+    convs = (0, 2, 5, 7, 10, 12, 14)
+    assert set(vgg.state_dict()) == {f"features.{i}.{name}" for i in convs for name in ("weight", "bias")}
+    # parameters: sum over the 7 convs of k*k*C_in*C_out + C_out, k = 3
+    widths = [3, 64, 64, 128, 128, 256, 256, 256]
+    closed_form = sum(3 * 3 * c_in * c_out + c_out for c_in, c_out in zip(widths, widths[1:]))
+    assert closed_form == 1_735_488
+    assert sum(p.numel() for p in vgg.parameters()) == closed_form
+    assert sum(p.numel() for p in torchvision_vgg.features.parameters()) == 14_714_688  # all 13 convs
+    # the same weights give the same features: load the built layers' entries of torchvision's
+    reference = torchvision_vgg.state_dict()
+    vgg.load_state_dict({k: reference[k] for k in vgg.state_dict()}, strict=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ours = vgg(x)
@@ -160,7 +169,8 @@ def test_perceptual_loss_properties(perceptual):
     assert y.grad.abs().sum() > 0
     # the fallback is deterministic: seed 0 gives the same network every time
     again = PerceptualLoss(None)
-    torch.testing.assert_close(again.vgg.features[0].weight, perceptual.vgg.features[0].weight)
+    for a, b in zip(again.vgg.parameters(), perceptual.vgg.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_weight_loader(tmp_path, monkeypatch, torchvision_vgg):
@@ -177,28 +187,39 @@ def test_weight_loader(tmp_path, monkeypatch, torchvision_vgg):
     loss, sentence = build_perceptual_loss()
     assert sentence.startswith("perceptual loss: no ImageNet VGG16 weights") and "\n" not in sentence
 
-    # an explicit file holding only the features (the classifier is not needed)
-    features = {k: v for k, v in torchvision_vgg.state_dict().items() if k.startswith("features.")}
+    # an explicit file holding all of torchvision's VGG16: only the built layers' entries are
+    # kept, blocks 4-5 (features.17-28) and the classifier are ignored
+    full = torchvision_vgg.state_dict()
+    used = set(VGG16Features().state_dict())
     file = tmp_path / "vgg.pth"
-    torch.save(features, file)
+    torch.save(full, file)
     state_dict, description = load_vgg16_weights(file)
-    assert set(state_dict) == set(features) and str(file) in description
+    assert set(state_dict) == used and str(file) in description
     loss, sentence = build_perceptual_loss(file)
-    torch.testing.assert_close(loss.vgg.features[28].weight, features["features.28.weight"])
+    for key, value in loss.vgg.state_dict().items():
+        assert torch.equal(value, full[key])
 
-    # torchvision's cache, found under torch.hub.get_dir()
+    # torchvision's cache, found under torch.hub.get_dir(); here holding only `features.*`
     cached = tmp_path / "hub" / "checkpoints" / VGG16_FILE
     cached.parent.mkdir(parents=True)
-    file.rename(cached)
+    torch.save({k: v for k, v in full.items() if k.startswith("features.")}, cached)
     state_dict, description = load_vgg16_weights()
-    assert state_dict is not None and str(cached) in description
+    assert set(state_dict) == used and str(cached) in description
 
-    # clear errors: a missing file, a state dict of something else
-    with pytest.raises(ValueError, match="no file"):
+    # clear one-line errors naming what is wrong: a missing file, a needed entry missing or of
+    # the wrong shape
+    with pytest.raises(CheckpointError, match="no file"):
         load_vgg16_weights(tmp_path / "missing.pth")
-    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.pth")
-    with pytest.raises(ValueError, match="missing keys"):
+    torch.save({k: v for k, v in full.items() if k != "features.12.bias"}, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"it has no features\.12\.bias$") as error:
         load_vgg16_weights(tmp_path / "partial.pth")
+    assert "\n" not in str(error.value)
+    torch.save({"features.0.weight": full["features.0.weight"]}, tmp_path / "one.pth")
+    with pytest.raises(CheckpointError, match=r"it has no features\.0\.bias \(and 12 more\)$"):
+        load_vgg16_weights(tmp_path / "one.pth")
+    torch.save({**full, "features.14.weight": torch.zeros(256, 128, 3, 3)}, tmp_path / "shape.pth")
+    with pytest.raises(CheckpointError, match=r"features\.14\.weight has shape \(256, 128, 3, 3\)"):
+        load_vgg16_weights(tmp_path / "shape.pth")
 
 
 # ---- Losses [P11] -----------------------------------------------------------------------------
