@@ -6,12 +6,46 @@ augmentation to it like random rotations, flipping, adjusting the brightness and
 Every sample gets its own parameters, drawn with torch in a fixed order (flip, angle, brightness,
 contrast; one torch.rand(B) each, always all four) on the generator's device, or with the global
 CPU generator when none is given, so that restoring torch's RNG state resumes training exactly.
+
+The rotation mirrors the image at its borders (grid_sample's padding_mode="reflection"), but it
+reflects the sampling points by hand and calls grid_sample with padding_mode="zeros": on MPS, torch
+before 2.13 is reported to raise for "reflection" and "border" (pytorch/pytorch#125098), and one
+path on every device keeps CPU, CUDA and MPS computing the same thing.
 """
 
 import math
 
 import torch
 import torch.nn.functional as F
+
+
+def reflect_into_frame(
+    coordinate: torch.Tensor,  # (...) one axis of a grid_sample grid, normalised: frame edges at -1, 1
+    size: int,                 # pixels along that axis
+) -> torch.Tensor:
+    """grid_sample's reflection padding (align_corners=False) of one axis, by hand: mirror the
+    point at the frame's edges until it lands inside, then keep it between the outermost pixel
+    centres, -1 + 1/size and 1 - 1/size, as grid_sample does, so that zeros padding never shows."""
+    distance = (coordinate + 1).abs() % 4             # from the low edge; reflection has period 4
+    distance = torch.minimum(distance, 4 - distance)  # mirrored at the high edge: [0, 2]
+    # A point inside the frame comes back as (g + 1) - 1, which grid_sample turns into g + 1 again,
+    # exactly the float it computes from g itself: it samples the very same place.
+    return (distance - 1).clamp(-1 + 1 / size, 1 - 1 / size)
+
+
+def grid_sample_reflection(
+    x: torch.Tensor,     # (B, C, H, W) images
+    grid: torch.Tensor,  # (B, H_out, W_out, 2) normalised (x, y) sampling points, any range
+) -> torch.Tensor:
+    """F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    through padding_mode="zeros", which every device supports. Bit for bit the same on the CPU
+    when H and W are powers of two; at other sizes the pixel coordinates round differently, a
+    few float32 ulps apart."""
+    H, W = x.shape[2], x.shape[3]
+    reflected = torch.stack(
+        [reflect_into_frame(grid[..., 0], W), reflect_into_frame(grid[..., 1], H)], dim=-1
+    )  # (B, H_out, W_out, 2), every point between the outermost pixel centres
+    return F.grid_sample(x, reflected, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def augment(
@@ -51,7 +85,7 @@ def augment(
             dim=1,
         ).to(x.dtype)  # (B, 2, 3)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        x = grid_sample_reflection(x, grid)  # mirrored at the borders
     if brightness > 0:
         x = x + shift[:, None, None, None]
     if contrast > 0:

@@ -1,8 +1,13 @@
-"""Augmentation: identity at zero strength, each transform alone against its closed form, seeds."""
+"""Augmentation: identity at zero strength, each transform alone against its closed form, seeds,
+and the MPS-safe reflection against grid_sample's own padding_mode="reflection"."""
 
+import math
+
+import pytest
 import torch
+import torch.nn.functional as F
 
-from data.augment import augment
+from data.augment import augment, grid_sample_reflection
 
 OFF = dict(flip=0.0, max_rotation_deg=0.0, brightness=0.0, contrast=0.0)
 
@@ -103,3 +108,71 @@ def test_each_sample_gets_its_own_parameters():
     out = augment(x, torch.Generator().manual_seed(0))
     distinct = {tuple(out[i].flatten()[:20].tolist()) for i in range(8)}
     assert len(distinct) == 8
+
+
+def rotation_grid(B, H, W, angle_deg, scale=1.0):
+    """affine_grid for a rotation by angle_deg (in pixels, as augment builds it), zoomed out by
+    `scale` so that the points reach further outside the frame: (B, H, W, 2)."""
+    angle = torch.full((B,), angle_deg * math.pi / 180)
+    cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros(B)
+    theta = torch.stack([torch.stack([cos, -sin * H / W, zero], dim=1),
+                         torch.stack([sin * W / H, cos, zero], dim=1)], dim=1)  # (B, 2, 3)
+    return F.affine_grid(theta * scale, [B, 3, H, W], align_corners=False)
+
+
+def sampling_grids(B, H, W, seed):
+    """Rotations from 0 to 170 degrees, zoomed out up to 3.5 times (reflected more than once), and
+    random points in [-7, 7]."""
+    grids = [rotation_grid(B, H, W, angle, scale)
+             for angle in (0.0, 10.0, 45.0, 90.0, 170.0) for scale in (1.0, 1.5, 3.5)]
+    random = torch.rand(B, H, W, 2, generator=torch.Generator().manual_seed(seed)) * 14 - 7
+    return grids + [random]
+
+
+def reflection_padded(x, grid):
+    """The old augment's sampling: grid_sample with its own reflection padding (no MPS kernel
+    before torch 2.13)."""
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+@pytest.mark.parametrize("H, W", [(8, 8), (32, 32), (16, 64), (64, 32)])
+def test_the_mps_safe_reflection_is_grid_samples_reflection_bit_for_bit(H, W):
+    """At power-of-two sizes (the defaults: 32, 64, 128) the reflection by hand, sampled
+    with padding_mode="zeros", gives every output pixel bit for bit: in-frame pixels (their source
+    point inside the image, |g| <= 1 on both axes, the outer half-pixel ring that grid_sample
+    clamps to the edge pixel included) and out-of-frame ones, mirrored once or several times."""
+    x = images(B=3, H=H, W=W, seed=H + W)
+    for grid in sampling_grids(3, H, W, seed=H * W):
+        assert torch.equal(grid_sample_reflection(x, grid), reflection_padded(x, grid))
+    reach = torch.stack([g.abs().max() for g in sampling_grids(3, H, W, seed=H * W)])
+    assert (reach <= 1).any() and (reach > 3).any()  # in the frame only, and reflected twice
+
+
+@pytest.mark.parametrize("H, W", [(9, 9), (12, 20), (40, 80)])
+def test_the_mps_safe_reflection_at_other_sizes_is_within_float32_rounding(H, W):
+    """At other sizes W/2 is not a power of two: grid_sample's CPU kernel can compute the pixel
+    coordinate u = (g + 1) W/2 - 1/2 with one fused multiply-add, and its reflection adds and
+    removes half a pixel, rounding u again even inside the frame (so there even its own "border"
+    padding differs from its "reflection" in-frame); the reflection by hand rounds differently.
+    The results stay within one float32 ulp of the largest pixel coordinate, (max|g| + 1)
+    max(H, W) / 2, times the steepest step between neighbouring pixels (2) per axis."""
+    x = images(B=3, H=H, W=W, seed=H + W)
+    for grid in sampling_grids(3, H, W, seed=H * W):
+        tolerance = torch.finfo(torch.float32).eps * (grid.abs().max() + 1) * max(H, W)
+        difference = (grid_sample_reflection(x, grid) - reflection_padded(x, grid)).abs().max()
+        assert difference <= tolerance
+
+
+@pytest.mark.parametrize("H, W", [(32, 32), (16, 64)])
+def test_rotation_gives_the_images_of_grid_samples_reflection_padding(H, W):
+    """augment's rotation, against the old one (grid_sample's reflection padding) at the angles it
+    draws: the same images bit for bit, the pixels whose source lies outside the frame included."""
+    x = images(B=16, H=H, W=W, seed=7)
+    out = augment(x, torch.Generator().manual_seed(4), **{**OFF, "max_rotation_deg": 60.0})
+    angle = drawn(16, 4, 1, -60.0, 60.0) * (math.pi / 180)  # (B,) radians, as augment draws them
+    cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros(16)
+    theta = torch.stack([torch.stack([cos, -sin * H / W, zero], dim=1),
+                         torch.stack([sin * W / H, cos, zero], dim=1)], dim=1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    assert (grid.abs() > 1).any()  # some pixels come from outside the frame
+    assert torch.equal(out, reflection_padded(x, grid).clamp(-1, 1))
