@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from common import (CheckpointError, ConfigError, PRECISION_CHOICES, load_weights, main_guard,
-                    option, parse_config, require, require_positive, seed_everything)
+from common import (CheckpointError, ConfigError, PRECISION_CHOICES, PRECISION_HELP, load_weights,
+                    main_guard, option, parse_config, require, require_positive, seed_everything)
 from data.captions import caption_row, captions_for, full_caption, step_rng
 from data.latents import draw_latents, load_latents
 from models import CLIP, Tokenizer, build_clip, clip_checkpoint_problem, clip_loss, load_vae
@@ -57,9 +57,10 @@ class Config:
     lr: float = option(5e-4, "AdamW peak learning rate (warm-up, then cosine decay to 0)")
     warmup_steps: int = option(300, "linear learning-rate warm-up")
     weight_decay: float = option(0.1, "AdamW weight decay on matrices (not on norms, biases, t)")
-    precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
-                                    "bf16 or fp16 (CUDA only)",
-                            choices=PRECISION_CHOICES)
+    precision: str = option("auto", PRECISION_HELP, choices=PRECISION_CHOICES)
+    deterministic: bool = option(False, "deterministic kernels only: on a CPU runs repeat bit for "
+                                        "bit anyway; on a GPU this trades speed for repeatable "
+                                        "results (no TF32, no cudnn autotuning)")
     compile: bool = option(False, "torch.compile the model: faster steps after a first step that "
                                   "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping

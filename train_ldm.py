@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from common import (CheckpointError, ConfigError, PRECISION_CHOICES, load_weights, main_guard,
-                    option, parse_config, range_problems, require, require_positive, require_valid,
-                    save_grid, seed_everything)
+from common import (CheckpointError, ConfigError, PRECISION_CHOICES, PRECISION_HELP, load_weights,
+                    main_guard, option, parse_config, range_problems, require, require_positive,
+                    require_valid, save_grid, seed_everything)
 from data.captions import VALIDATION_PROMPTS, captions_for, step_rng
 from data.latents import draw_latents, load_latents
 from diffusion import (DDPMScheduler, Pipeline, checkpoint_problem, generate, make_sampler,
@@ -89,9 +89,10 @@ class Config:
                                     "what sampling uses, the others are kept for evaluate.py "
                                     "--ema-length; none: the exponential EMA of --ema-decay",
                                 type=float, fixed=True)
-    precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
-                                    "bf16 or fp16 (CUDA only, with loss scaling)",
-                            choices=PRECISION_CHOICES)
+    precision: str = option("auto", PRECISION_HELP, choices=PRECISION_CHOICES)
+    deterministic: bool = option(False, "deterministic kernels only: on a CPU runs repeat bit for "
+                                        "bit anyway; on a GPU this trades speed for repeatable "
+                                        "results (no TF32, no cudnn autotuning)")
     compile: bool = option(False, "torch.compile the model: faster steps after a first step that "
                                   "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from common import (ConfigError, PRECISION_CHOICES, load_weights, main_guard, option, parse_config,
-                    range_problems, require, require_positive, require_valid, save_grid,
-                    seed_everything)
+from common import (ConfigError, PRECISION_CHOICES, PRECISION_HELP, load_weights, main_guard,
+                    option, parse_config, range_problems, require, require_positive, require_valid,
+                    save_grid, seed_everything)
 from data import load_dataset
 from data.augment import augment
 from data.latents import encode_dataset
@@ -73,9 +73,10 @@ class Config:
     warmup_steps: int = option(500, "linear learning-rate warm-up")
     lr_schedule: str = option("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
                               choices=LR_SCHEDULES)
-    precision: str = option("auto", "auto (bf16 on a CPU with native bf16, else fp32), fp32, "
-                                    "bf16 or fp16 (CUDA only)",
-                            choices=PRECISION_CHOICES)
+    precision: str = option("auto", PRECISION_HELP, choices=PRECISION_CHOICES)
+    deterministic: bool = option(False, "deterministic kernels only: on a CPU runs repeat bit for "
+                                        "bit anyway; on a GPU this trades speed for repeatable "
+                                        "results (no TF32, no cudnn autotuning)")
     compile: bool = option(False, "torch.compile the autoencoder: faster steps after a first step that "
                                   "compiles (its time is printed); needs a C++ compiler on the CPU")
     # bookkeeping

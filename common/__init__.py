@@ -6,7 +6,8 @@
                   presets, and the settings checks that name a flag or a stored config
     checkpoints   save_checkpoint, load_checkpoint, load_weights: atomic writes, safe loads
                   (weights_only=True), a full disk said plainly
-    device        pick_device, autocast, make_grad_scaler: cuda > mps > cpu, fp32 / bf16 / fp16
+    device        pick_device, autocast, make_grad_scaler, configure_backends: cuda > mps > cpu,
+                  fp32 / bf16 / fp16, TF32 or --deterministic
     randomness    seed_everything, rng_state, gaussian_noise_like: seeds, exact resume, and noise
                   that is the same on every device
     images        save_grid, save_labelled_grid, upscaled, png_bytes: images in [-1, 1] -> PNG files
@@ -24,7 +25,7 @@ the packages, from the module that holds a name (`from common.errors import Conf
 from common.checkpoints import load_checkpoint, load_weights, save_checkpoint
 from common.config import (format_config, option, parse_config, range_problems, require_valid,
                            stored_problem)
-from common.device import PRECISION_CHOICES, autocast, pick_device
+from common.device import PRECISION_CHOICES, PRECISION_HELP, autocast, pick_device
 from common.errors import (CheckpointError, ConfigError, DataError, main_guard, require,
                            require_positive, warn)
 from common.images import labelled_grid, png_bytes, save_grid, save_labelled_grid, upscaled

@@ -138,7 +138,7 @@ def test_metric_logger_drops_lines_after_the_resumed_step(tmp_path):
 
 def test_precision_and_device_errors():
     cpu = torch.device("cpu")
-    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA or MPS device"):
         devices.autocast(cpu, "fp16")
     with pytest.raises(ConfigError, match="--precision 'fp8'"):
         devices.autocast(cpu, "fp8")
@@ -211,14 +211,3 @@ def test_input_clock_reports_the_share_of_each_window(monkeypatch):
     clock.start()
     clock.stop()
     assert clock.fraction(1.0) == pytest.approx(0.25)
-
-
-def test_precision_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
-    import common.device as device_module
-    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
-    assert device_module.auto_precision(torch.device("cpu"))[0] == "bf16"
-    assert device_module.auto_precision(torch.device("mps"))[0] == "fp32"
-    assert device_module.auto_precision(torch.device("cuda"))[0] == "fp32"
-    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
-    precision, note = device_module.auto_precision(torch.device("cpu"))
-    assert precision == "fp32" and "--precision bf16" in note

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from common.checkpoints import load_checkpoint, save_checkpoint
 from common.config import flag, format_config, same_value, shown
-from common.device import auto_precision, autocast, make_grad_scaler
+from common.device import auto_precision, autocast, configure_backends, make_grad_scaler
 from common.errors import ConfigError
 from common.paths import check_output, output_folder
 from common.randomness import set_rng_state
@@ -106,7 +106,7 @@ class Run:
         return autocast(self.device, self.cfg.precision)
 
     def grad_scaler(self) -> torch.amp.GradScaler:
-        """fp16 loss scaling on CUDA; a no-op otherwise (common/device.py)."""
+        """fp16 loss scaling on CUDA and MPS (torch 2.8+); a no-op otherwise (common/device.py)."""
         return make_grad_scaler(self.device, self.cfg.precision)
 
     def wrap(self, model: torch.nn.Module, compile: bool = True) -> torch.nn.Module:
@@ -139,9 +139,12 @@ class Run:
 
 
 def start_run(cfg) -> Run:
-    """Join the processes (under torchrun), pick the device, check and create OUT (an existing
-    run in it is refused unless --resume or --overwrite), and print the config."""
+    """Join the processes (under torchrun), pick the device and set its backends (TF32, or
+    --deterministic), check and create OUT (an existing run in it is refused unless --resume or
+    --overwrite), resolve --precision auto, and print the config."""
     ranks, device = setup_distributed(cfg.device)
+    # TF32 and autotuning, or --deterministic: set before the first matrix product on the device
+    backends_note = configure_backends(device, getattr(cfg, "deterministic", False))
     run = Run(cfg, ranks, device, check_output("--out", cfg.out))  # every rank looks first
     old_files = check_new_run(cfg, run.out)
     barrier(ranks)  # every rank has looked before the first one deletes or writes anything
@@ -154,6 +157,8 @@ def start_run(cfg) -> Run:
     if getattr(cfg, "precision", None) == "auto":
         cfg.precision, note = auto_precision(device)
         run.print(note)
+    if backends_note:
+        run.print(backends_note)
     if run.is_main:
         print(f"device {device}, {ranks.world_size} process(es); config:")
         print(format_config(cfg))
