@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from common import (CheckpointError, ConfigError, PRECISION_CHOICES, PRECISION_HELP, load_weights,
-                    main_guard, option, parse_config, require, require_positive, seed_everything)
+                    main_guard, option, parse_config, require, require_positive, seed_everything,
+                    to_device)
 from data.captions import caption_row, captions_for, full_caption, step_rng
 from data.latents import draw_latents, load_latents
 from models import CLIP, Tokenizer, build_clip, clip_checkpoint_problem, clip_loss, load_vae
@@ -196,14 +197,15 @@ def main():
         logger.input.start()
         # [P13] N latents z ~ q(z | x), scaled to unit variance, and a fresh caption for each
         indices = batch_order(step)
-        z = draw_latents(train, indices, scale_factor).to(device)  # (N, C, h, w)
+        z = to_device(draw_latents(train, indices, scale_factor), device)  # (N, C, h, w)
         captions = captions_for(train["attribute_names"], train["attributes"], train["texts"],
                                 indices.tolist(), step_rng(cfg.seed, step, ranks.rank))
         ids, mask = tokenizer(captions, warn_unknown=False)
+        ids, mask = to_device(ids, device), to_device(mask, device)  # (N, L) each
         logger.input.stop()
         # [P15] logits (N, N) = exp(t) * cos(image_i, text_j); the pairs sit on the diagonal
         with run.autocast():
-            logits = train_clip(z, ids.to(device), mask.to(device)).float()
+            logits = train_clip(z, ids, mask).float()
         loss = clip_loss(logits)
         lr = warmup_cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.steps)
         set_lr(optimizer, lr)

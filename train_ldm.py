@@ -28,7 +28,7 @@ import torch
 
 from common import (CheckpointError, ConfigError, PRECISION_CHOICES, PRECISION_HELP, load_weights,
                     main_guard, option, parse_config, range_problems, require, require_positive,
-                    require_valid, save_grid, seed_everything)
+                    require_valid, save_grid, seed_everything, to_device)
 from data.captions import VALIDATION_PROMPTS, captions_for, step_rng
 from data.latents import draw_latents, load_latents
 from diffusion import (DDPMScheduler, Pipeline, checkpoint_problem, generate, make_sampler,
@@ -228,7 +228,7 @@ def main():
         logger.input.start()
         # [P12] 1. latents z ~ q(z | x) from the cache, scaled to unit variance
         indices = batch_order(step)
-        z0 = draw_latents(train, indices, scale_factor).to(device)  # (B, C, h, w)
+        z0 = to_device(draw_latents(train, indices, scale_factor), device)  # (B, C, h, w)
         # [P16] 2. a fresh caption per latent, the empty prompt with probability cond_drop
         context, context_mask = None, None
         if text:
@@ -247,7 +247,7 @@ def main():
                 prediction = train_model(z_t, t, context, context_mask)
             loss = scheduler.training_loss(prediction, z0, noise, t, cfg.min_snr_gamma)
         else:  # flow matching, beyond the video (docs/flow-matching.md): predict eps - z0
-            t = logit_normal_t(z0.shape[0], cfg.logit_mean, cfg.logit_std).to(device)  # (B,)
+            t = to_device(logit_normal_t(z0.shape[0], cfg.logit_mean, cfg.logit_std), device)  # (B,)
             noise = torch.randn_like(z0)
             z_t = flow_path(z0, noise, t)                         # z_t = (1 - t) z0 + t eps
             with run.autocast():

@@ -22,7 +22,7 @@ import torch
 
 from common import (PRECISION_CHOICES, PRECISION_HELP, load_weights, main_guard, option,
                     parse_config, range_problems, require, require_positive, require_valid,
-                    save_grid, seed_everything)
+                    save_grid, seed_everything, to_device)
 from data import load_dataset
 from data.augment import augment
 from diffusion import (DDPMScheduler, Pipeline, checkpoint_problem, generate, make_sampler,
@@ -205,7 +205,7 @@ def main():
                 prediction = train_model(x_t, t)
             loss = scheduler.training_loss(prediction, x0, noise, t, cfg.min_snr_gamma)
         else:  # flow matching, beyond the video (docs/flow-matching.md): the same three steps
-            t = logit_normal_t(x0.shape[0], cfg.logit_mean, cfg.logit_std).to(device)  # (B,)
+            t = to_device(logit_normal_t(x0.shape[0], cfg.logit_mean, cfg.logit_std), device)  # (B,)
             noise = torch.randn_like(x0)
             x_t = flow_path(x0, noise, t)                         # x_t = (1 - t) x0 + t eps
             with run.autocast():

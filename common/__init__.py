@@ -25,7 +25,7 @@ the packages, from the module that holds a name (`from common.errors import Conf
 from common.checkpoints import load_checkpoint, load_weights, save_checkpoint
 from common.config import (format_config, option, parse_config, range_problems, require_valid,
                            stored_problem)
-from common.device import PRECISION_CHOICES, PRECISION_HELP, autocast, pick_device
+from common.device import PRECISION_CHOICES, PRECISION_HELP, autocast, pick_device, to_device
 from common.errors import (CheckpointError, ConfigError, DataError, main_guard, require,
                            require_positive, warn)
 from common.images import labelled_grid, png_bytes, save_grid, save_labelled_grid, upscaled

@@ -140,6 +140,18 @@ def configure_backends(device: torch.device, deterministic: bool) -> str:
     return ""
 
 
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A CPU tensor on `device` without making the host wait for the copy. On CUDA it goes from
+    pinned (page-locked) memory with non_blocking=True: the copy is queued on the GPU's stream
+    behind the work already there, so the host goes on preparing the next batch. A copy from
+    ordinary memory makes the host wait until the GPU has taken it. Elsewhere a plain .to(device)
+    (a CPU tensor is returned as it is)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued kernels, so that a host clock reading includes them."""
     if device.type == "cuda":

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.device import to_device
 from common.errors import DataError
 from data.cache import build_image_cache
 from data.celeba import celeba_split
@@ -56,10 +57,10 @@ class ImageDataset:
         rows = index.numpy()
         pixels = torch.from_numpy(np.asarray(self.images[rows]))  # (B, S, S, 3) uint8, from disk
         # Send one byte per value and convert on the device: v in {0..255} -> v / 127.5 - 1.
-        pixels = pixels.to(device).permute(0, 3, 1, 2).contiguous()  # (B, 3, S, S) uint8
+        pixels = to_device(pixels, device).permute(0, 3, 1, 2).contiguous()  # (B, 3, S, S) uint8
         out = {"image": pixels.float() / 127.5 - 1.0, "index": index}
         if self.attributes is not None:
-            out["attributes"] = torch.from_numpy(self.attributes[rows]).to(device)  # (B, A)
+            out["attributes"] = to_device(torch.from_numpy(self.attributes[rows]), device)  # (B, A)
         if self.texts is not None:
             out["text"] = [self.texts[i] for i in rows]
         return out

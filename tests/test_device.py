@@ -1,5 +1,6 @@
 """common/device.py: what --precision auto picks on each device, what autocast refuses, and the
-backend settings (TF32 and cudnn autotuning, or --deterministic). The GPU's capabilities and the
+backend settings (TF32 and cudnn autotuning, or --deterministic), and the host-to-device copy of
+the batches. The GPU's capabilities and the
 torch version are mocked: torch.device("cuda") and torch.device("mps") need no hardware."""
 
 import os
@@ -121,3 +122,24 @@ def test_deterministic_reaches_the_run_and_a_cpu_run_repeats_bit_for_bit(tmp_pat
         weights.append(torch.load(out / "checkpoint.pt", weights_only=True)["model"])
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_to_device_pins_and_does_not_wait_on_cuda_only():
+    """On a CPU the batch is used where it is (no copy); on CUDA it is copied from pinned memory
+    with non_blocking=True, so the host does not wait for the copy."""
+    t = torch.arange(6.0)
+    assert devices.to_device(t, CPU) is t
+
+    calls = []
+
+    class HostTensor:  # stands in for a CPU tensor on a machine without a GPU
+        def pin_memory(self):
+            calls.append("pin_memory")
+            return self
+
+        def to(self, device, non_blocking=False):
+            calls.append(("to", str(device), non_blocking))
+            return self
+
+    devices.to_device(HostTensor(), torch.device("cuda:1"))
+    assert calls == ["pin_memory", ("to", "cuda:1", True)]
