@@ -145,9 +145,9 @@ def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     pinned (page-locked) memory with non_blocking=True: the copy is queued on the GPU's stream
     behind the work already there, so the host goes on preparing the next batch. A copy from
     ordinary memory makes the host wait until the GPU has taken it. Elsewhere a plain .to(device)
-    (a CPU tensor is returned as it is)."""
+    (a tensor already on `device` is returned as it is)."""
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 

@@ -6,6 +6,7 @@ augmentation to it like random rotations, flipping, adjusting the brightness and
 Every sample gets its own parameters, drawn with torch in a fixed order (flip, angle, brightness,
 contrast; one torch.rand(B) each, always all four) on the generator's device, or with the global
 CPU generator when none is given, so that restoring torch's RNG state resumes training exactly.
+The four go to the images' device as one (4, B) tensor: one copy per batch, not four.
 
 The rotation mirrors the image at its borders (grid_sample's padding_mode="reflection"), but it
 reflects the sampling points by hand and calls grid_sample with padding_mode="zeros": on MPS, torch
@@ -17,6 +18,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from common.device import to_device
 
 
 def reflect_into_frame(
@@ -60,15 +63,17 @@ def augment(
     # [P6] augmentation as in the video's training loop
     B, _, H, W = x.shape
     draw_device = generator.device if generator is not None else torch.device("cpu")
+    bounds = [(0.0, 1.0), (-max_rotation_deg, max_rotation_deg), (-brightness, brightness),
+              (1 - contrast, 1 + contrast)]  # flip, angle, brightness, contrast
+    draws = [torch.rand(B, generator=generator, device=draw_device) for _ in bounds]  # 4 x (B,)
+    # u ~ U(0, 1) -> U(low, high), then one copy of all four to x's device, not four
+    params = to_device(torch.stack([low + (high - low) * u for (low, high), u in zip(bounds, draws)]),
+                       x.device)  # (4, B) float32
 
-    def uniform(low: float, high: float) -> torch.Tensor:  # (B,) float32 on x's device
-        u = torch.rand(B, generator=generator, device=draw_device)
-        return (low + (high - low) * u).to(x.device)
-
-    flip_mask = uniform(0.0, 1.0) < flip  # (B,) bool
-    angle = uniform(-max_rotation_deg, max_rotation_deg) * (math.pi / 180)  # (B,) radians
-    shift = (uniform(-brightness, brightness) * 2).to(x.dtype)  # (B,) twice b: [-1, 1] units
-    scale = uniform(1 - contrast, 1 + contrast).to(x.dtype)  # (B,)
+    flip_mask = params[0] < flip  # (B,) bool
+    angle = params[1] * (math.pi / 180)  # (B,) radians
+    shift = (params[2] * 2).to(x.dtype)  # (B,) twice b: [-1, 1] units
+    scale = params[3].to(x.dtype)  # (B,)
 
     if flip > 0:
         x = torch.where(flip_mask[:, None, None, None], x.flip(3), x)

@@ -133,6 +133,8 @@ def test_to_device_pins_and_does_not_wait_on_cuda_only():
     calls = []
 
     class HostTensor:  # stands in for a CPU tensor on a machine without a GPU
+        device = CPU
+
         def pin_memory(self):
             calls.append("pin_memory")
             return self
