@@ -39,7 +39,7 @@ from torch.utils._pytree import tree_flatten
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_unet import CONFIGS as PIXEL_CONFIGS  # noqa: E402
 from benchmarks.common import (CONTEXT, MAX_LENGTH, REAL_TOKENS, VOCABULARY,  # noqa: E402
-                               config_of, latent_side)
+                               config_of, latent_side, text_unet_step)
 from common.device import autocast, pick_device, synchronize  # noqa: E402
 from models.clip import build_clip, clip_loss  # noqa: E402
 from models.discriminator import PatchDiscriminator  # noqa: E402
@@ -137,6 +137,17 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def training_step(loss_fn, opt, device, precision: str):
+    """A closure of one optimizer step: loss_fn() under autocast, backward, AdamW."""
+    def step():
+        with autocast(device, precision):
+            loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
 def pixel_case(name: str, precision: str, device=CPU) -> Case:
     """Stage 1: the pixel UNet predicting the noise of x_t (as train_unconditional.py)."""
     cfg = PIXEL_CONFIGS[name]
@@ -145,15 +156,9 @@ def pixel_case(name: str, precision: str, device=CPU) -> Case:
 
     def make_step(batch):
         size = cfg["image_size"]
-        x, t = torch.randn(batch, 3, size, size, device=device), torch.randint(0, 1000, (batch,), device=device)
-
-        def step():
-            with autocast(device, precision):
-                loss = F.mse_loss(unet(x, t).float(), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return step
+        x = torch.randn(batch, 3, size, size, device=device)             # (B, 3, S, S)
+        t = torch.randint(0, 1000, (batch,), device=device)               # (B,)
+        return training_step(lambda: F.mse_loss(unet(x, t).float(), x), opt, device, precision)
     return Case("1 pixel DDPM", name, cfg["batch_size"], make_step, count(unet), 0, 1)
 
 
@@ -201,14 +206,7 @@ def clip_case(name: str, precision: str, device=CPU) -> Case:
         z = torch.randn(batch, vae_cfg["latent_channels"], n, n, device=device)
         ids = torch.randint(4, VOCABULARY, (batch, CONTEXT), device=device)
         mask = (torch.arange(CONTEXT, device=device)[None] < REAL_TOKENS).expand(batch, -1)
-
-        def step():
-            with autocast(device, precision):
-                loss = clip_loss(clip(z, ids, mask).float())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return step
+        return training_step(lambda: clip_loss(clip(z, ids, mask).float()), opt, device, precision)
     return Case("3 CLIP", name, cfg["batch_size"], make_step, count(clip), 0, 0)
 
 
@@ -222,17 +220,11 @@ def ldm_case(name: str, precision: str, device=CPU) -> Case:
     opt = make_adam(torch.optim.AdamW, unet.parameters(), lr=1e-4)
 
     def make_step(batch):
-        z, t = torch.randn(batch, C, n, n, device=device), torch.randint(0, 1000, (batch,), device=device)
-        context = torch.randn(batch, CONTEXT, D, device=device)
-        mask = (torch.arange(CONTEXT, device=device)[None] < REAL_TOKENS).expand(batch, -1)
-
-        def step():
-            with autocast(device, precision):
-                loss = F.mse_loss(unet(z, t, context, mask).float(), z)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return step
+        inputs = (torch.randn(batch, C, n, n, device=device),                  # z (B, C, n, n)
+                  torch.randint(0, 1000, (batch,), device=device),             # t (B,)
+                  torch.randn(batch, CONTEXT, D, device=device),               # text tokens
+                  (torch.arange(CONTEXT, device=device)[None] < REAL_TOKENS).expand(batch, -1))
+        return text_unet_step(unet, opt, inputs, device, precision)  # as bench_models.py
     return Case("4 latent diffusion", name, cfg["batch_size"], make_step, count(unet), 0, 1)
 
 
