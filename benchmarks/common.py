@@ -52,12 +52,12 @@ MODEL_CONFIGS = {
                     head_channels=32, head_mult=(1, 2, 4), embed_dim=128),
     },
     "ldm": {
-        "default": dict(batch_size=128, base_channels=128, channel_mult=(1, 2, 2),
+        "default": dict(batch_size=96, base_channels=128, channel_mult=(1, 2, 2),
                         num_res_blocks=2, attention_levels=(1, 2), num_heads=4, dropout=0.0,
-                        num_train_timesteps=1000),
+                        num_train_timesteps=1000, ema_lengths=(0.1, 0.05)),
         "cpu": dict(batch_size=64, base_channels=32, channel_mult=(1, 2, 4),
                     num_res_blocks=1, attention_levels=(1, 2), num_heads=4, dropout=0.0,
-                    num_train_timesteps=1000),
+                    num_train_timesteps=1000, ema_lengths=(0.1, 0.05)),
     },
 }
 

@@ -49,30 +49,16 @@ from models.tokenizer import Tokenizer  # noqa: E402
 from models.unet import build_unet  # noqa: E402
 from models.vae import build_vae  # noqa: E402
 from training.optim import make_adam  # noqa: E402
+from training.speed import DEVICE_CLASSES  # noqa: E402
 
 # Optimizer steps of each stage script, "default" and --preset cpu (copies: a benchmark may not
 # import a stage script; tests/test_benchmarks.py checks them against the scripts)
-STEPS = {"unconditional": {"default": 30_000, "cpu": 1000},
-         "vae": {"default": 30_000, "cpu": 2400},
+STEPS = {"unconditional": {"default": 12_000, "cpu": 1000},
+         "vae": {"default": 12_000, "cpu": 2400},
          "clip": {"default": 6000, "cpu": 3000},
-         "ldm": {"default": 40_000, "cpu": 3000}}
+         "ldm": {"default": 14_000, "cpu": 3000}}
 
-# Published peaks: dense FP32 and BF16/FP16-tensor TFLOP/s, memory bandwidth GB/s, memory GB.
-# NVIDIA: FP32 = CUDA cores x 2 x the highest boost clock of the spec page (laptop parts vary
-# with the maker's power limit); GeForce Ampere and Ada run BF16/FP16 tensor math with FP32
-# accumulation at twice that (NVIDIA Ampere GA102 and Ada Lovelace architecture whitepapers).
-# Apple: the GPU's FP32 TFLOP/s and unified-memory bandwidth of Apple's M2 and M2 Pro
-# announcements (2022, 2023); its GPU runs half precision at the FP32 rate, so 16-bit halves
-# only the bytes. The memory is the device's (for a Mac, unified memory the OS shares).
-DEVICES = {
-    "RTX 3060 Laptop": dict(fp32=3840 * 2 * 1.703e9 / 1e12, bf16=2 * 3840 * 2 * 1.703e9 / 1e12,
-                            bandwidth=336, memory=6),
-    "RTX 4060 Laptop": dict(fp32=3072 * 2 * 2.370e9 / 1e12, bf16=2 * 3072 * 2 * 2.370e9 / 1e12,
-                            bandwidth=256, memory=8),
-    "RTX 4090": dict(fp32=82.6, bf16=165.2, bandwidth=1008, memory=24),
-    "Apple M2 (10-core GPU)": dict(fp32=3.6, bf16=3.6, bandwidth=100, memory=16),
-    "Apple M2 Pro (19-core GPU)": dict(fp32=6.8, bf16=6.8, bandwidth=200, memory=16),
-}
+DEVICES = DEVICE_CLASSES  # published peaks per device class (training/speed.py cites them)
 COMPUTE_SHARE, BANDWIDTH_SHARE = 0.65, 0.75  # achieved fractions of the peaks (assumed)
 ADAM_BYTES = 4 + 4 + 8                        # fp32 weight, its gradient, AdamW's m and v
 CPU = torch.device("cpu")
@@ -225,7 +211,8 @@ def ldm_case(name: str, precision: str, device=CPU) -> Case:
                   torch.randn(batch, CONTEXT, D, device=device),               # text tokens
                   (torch.arange(CONTEXT, device=device)[None] < REAL_TOKENS).expand(batch, -1))
         return text_unet_step(unet, opt, inputs, device, precision)  # as bench_models.py
-    return Case("4 latent diffusion", name, cfg["batch_size"], make_step, count(unet), 0, 1)
+    return Case("4 latent diffusion", name, cfg["batch_size"], make_step, count(unet), 0,
+                len(cfg["ema_lengths"]) or 1)  # one average per EMA length
 
 
 CASES = {"unconditional": pixel_case, "vae": vae_case, "clip": clip_case, "ldm": ldm_case}

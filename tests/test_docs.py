@@ -256,6 +256,6 @@ def test_the_stated_defaults_check_catches_the_old_page_11_and_16_values():
     }
     for where, text in old.items():
         assert stated_value_problems(text, where), where
-    fixed = ("For the first `--disc-start` steps (5000 by default, 2400 in `--preset cpu`; and "
+    fixed = ("For the first `--disc-start` steps (2000 by default, 2400 in `--preset cpu`; and "
              "(`--classifier-steps` 2000 by default, batch 64; `--head-mult` 1 2 4")
     assert stated_value_problems(fixed, "fixed") == []

@@ -24,14 +24,19 @@ class MetricLogger:
     resume_step: lines after this step belong to a stretch the resumed run repeats: dropped
     enabled:     False on every process but the first under torchrun (only rank 0 writes)
     batch_size:  items per step, for the throughput column `rate_name` (images_per_s, ...)
+    flops:       Run.flops(): the FLOPs of one item's forward and backward and the peak TFLOP/s
+                 of the device's class (None when unknown), for the columns tflops_per_s and
+                 utilization, nanoGPT's MFU (model FLOPs per second over the peak)
     """
 
     def __init__(self, out_dir: str | Path, resume_step: int = 0, enabled: bool = True,
-                 batch_size: int = 0, rate_name: str = "items_per_s"):
+                 batch_size: int = 0, rate_name: str = "items_per_s",
+                 flops: tuple[float, float | None] = (0.0, None)):
         self.path = Path(out_dir) / "metrics.jsonl"
         self.plot_path = Path(out_dir) / "loss.png"
         self.checkpoint_path = Path(out_dir) / "checkpoint.pt"
         self.enabled, self.batch_size, self.rate_name = enabled, batch_size, rate_name
+        self.flops_per_item, self.peak_tflops = flops
         self.sums, self.count, self.started = {}, 0, time.time()
         self.input = InputClock()  # input_fraction: the share of time spent preparing batches
         if enabled and self.path.exists():
@@ -59,9 +64,25 @@ class MetricLogger:
         means.update(extra)
         means[self.rate_name] = self.count * self.batch_size / elapsed
         means["input_fraction"] = self.input.fraction(elapsed)
+        if self.flops_per_item:
+            # achieved TFLOP/s = items per second x FLOPs per item; utilization = that / peak
+            means["tflops_per_s"] = means[self.rate_name] * self.flops_per_item / 1e12
+            if self.peak_tflops:
+                means["utilization"] = means["tflops_per_s"] / self.peak_tflops
         self.log(step, **means)
         self.sums, self.count, self.started = {}, 0, time.time()
         return means
+
+    @staticmethod
+    def speed(means: dict) -> dict:
+        """The progress line's speed fields of a written window: the achieved TFLOP/s, and the
+        utilization where the device's peak is known."""
+        fields = {}
+        if "tflops_per_s" in means:
+            fields["tflop/s"] = f"{means['tflops_per_s']:.2f}"
+        if "utilization" in means:
+            fields["util"] = f"{means['utilization']:.0%}"
+        return fields
 
     def log(self, step: int, **metrics: float) -> None:
         """One line of metrics.jsonl as it is (evaluation scores)."""

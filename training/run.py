@@ -37,7 +37,7 @@ from training.distributed import (Distributed, any_rank, barrier, cleanup_distri
                                   gather_rng_states, main_process_first, replica_difference,
                                   rng_state_for_rank, setup_distributed, wrap_ddp)
 from training.folders import check_new_run
-from training.speed import CompileClock, maybe_compile
+from training.speed import CompileClock, device_peak, maybe_compile, step_flops
 
 
 @dataclasses.dataclass
@@ -119,6 +119,21 @@ class Run:
     def compile_clock(self) -> CompileClock | None:
         """With --compile: the clock that prints what compiling cost (training/speed.py)."""
         return CompileClock(self.device) if self.cfg.compile else None
+
+    def flops(self, loss_of, modules: list, inputs: list,
+              what: str = "step") -> tuple[float, float | None]:
+        """For MetricLogger's utilization: the FLOPs of one item's training forward and backward,
+        counted on meta copies of `modules` at this process's batch (training/speed.py
+        step_flops: no compute, no effect on the run), and the peak TFLOP/s of this device's
+        class at --precision, times the processes (None for a device of no known class)."""
+        batch = len(inputs[0])
+        per_item = step_flops(loss_of, modules, inputs) / batch
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else ""
+        peak = device_peak(name, self.cfg.precision)
+        self.print(f"utilization: {per_item * batch / 1e12:.3f} TFLOP per {what} of {batch} "
+                   + (f"against a peak of {peak:.1f} TFLOP/s ({self.cfg.precision})" if peak else
+                      "(no published peak for this device: the progress line shows TFLOP/s)"))
+        return per_item, peak * self.ranks.world_size if peak else None
 
     def any_rank(self, flag: bool) -> bool:
         """True when `flag` is true on any process, so every rank stops at the same step."""
