@@ -19,7 +19,7 @@ The final checkpoint holds everything sample.py needs: UNet and EMA weights, the
 the text encoder and tokenizer, the scale factor and every config.
 
 What the defaults need with --precision auto (benchmarks/estimate.py, an estimate until
-measured on the device): 14,000 steps of 96 latents in 5.5 GB, about 1.9 h
+measured on the device): 14,000 steps of 96 latents in 5.3 GB, about 1.9 h
 on an RTX 4060 Laptop GPU and 5.2 h on an Apple M2 Pro.
 """
 
@@ -85,16 +85,15 @@ class Config:
     warmup_steps: int = option(1000, "linear learning-rate warm-up")
     min_snr_gamma: float = option(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023 use 5); "
                                        "0: the plain mean squared error")
-    lr_schedule: str = option("cosine", "after the warm-up: constant, or cosine decay to 0 at --steps",
+    lr_schedule: str = option("constant", "after the warm-up: constant, or cosine decay to 0 at --steps",
                               choices=LR_SCHEDULES)
     grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)")
-    ema_decay: float = option(0.9995, "decay of the exponential moving average of the weights (with "
-                                      "--ema-lengths given no value)")
-    ema_lengths: tuple = option((0.1, 0.05), "beyond the video (docs/ema.md): EDM2's power-function "
-                                             "EMA, one per relative length sigma_rel; the first is "
-                                             "what sampling uses, the others are kept for "
-                                             "evaluate.py --ema-length; no value: the exponential "
-                                             "EMA of --ema-decay", type=float, fixed=True)
+    ema_decay: float = option(0.9995, "decay of the weights' moving average used for sampling")
+    ema_lengths: tuple = option((), "beyond the video (docs/ema.md): EDM2's power-function EMA, one "
+                                    "per relative length sigma_rel (e.g. 0.1 0.2); the first is "
+                                    "what sampling uses, the others are kept for evaluate.py "
+                                    "--ema-length; none: the exponential EMA of --ema-decay",
+                                type=float, fixed=True)
     precision: str = option("auto", PRECISION_HELP, choices=PRECISION_CHOICES)
     deterministic: bool = option(False, "deterministic kernels only: on a CPU runs repeat bit for "
                                         "bit anyway; on a GPU this trades speed for repeatable "
@@ -128,7 +127,6 @@ PRESETS = {
     "cpu_uncond": dict(_doc="the video's DDPM on the cpu preset's latents, without text [P12]",
                        vae="runs/vae_cpu/checkpoint.pt", clip="", base_channels=32,
                        channel_mult=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
-                       lr_schedule="constant", ema_lengths=(),
                        steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995,
                        log_every=25, sample_every=1000, ckpt_every=500, out="runs/ldm_cpu_uncond"),
 }

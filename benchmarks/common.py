@@ -54,7 +54,7 @@ MODEL_CONFIGS = {
     "ldm": {
         "default": dict(batch_size=96, base_channels=128, channel_mult=(1, 2, 2),
                         num_res_blocks=2, attention_levels=(1, 2), num_heads=4, dropout=0.0,
-                        num_train_timesteps=1000, ema_lengths=(0.1, 0.05)),
+                        num_train_timesteps=1000, ema_lengths=()),
         "cpu": dict(batch_size=64, base_channels=32, channel_mult=(1, 2, 4),
                     num_res_blocks=1, attention_levels=(1, 2), num_heads=4, dropout=0.0,
                     num_train_timesteps=1000, ema_lengths=(0.1, 0.05)),
