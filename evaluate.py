@@ -48,8 +48,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common import (check_output, format_config, main_guard, option, parse_config, pick_device,
-                    require, require_positive, save_grid, save_labelled_grid, upscaled)
+from common import (check_output, check_seed, format_config, main_guard, option, parse_config,
+                    pick_device, require, require_positive, save_grid, save_labelled_grid,
+                    upscaled)
 from data import load_dataset
 from data.captions import combined_requirements, full_caption, single_requirements
 from diffusion import Pipeline, SAMPLERS, default_sampler, generate, load_pipeline, make_sampler
@@ -108,6 +109,7 @@ def check_config(args: Config) -> None:
     require_positive(args, ("n", "unconditional", "steps", "real_images", "batch_size",
                             "classifier_steps", "score_batch_size", "judge_lr",
                             "judge_batch_size", "diversity_reference"))
+    check_seed(args.seed)
 
 
 def data_source(pipe: Pipeline) -> tuple[str, int, Path]:

@@ -17,7 +17,9 @@ explorer/session.py), so a (prompt, seed, settings) on the page gives exactly th
 `python sample.py --ckpt CKPT --prompt PROMPT --seed SEED --n N ...`. The server is the Python
 standard library's (explorer/server.py): one generation at a time from a queue, the page's own
 files only, every value checked and capped server-side. It listens on 127.0.0.1 (this computer
-only) unless --host says otherwise.
+only) unless --host says otherwise, and answers only requests that name this address in their
+Host (not a site whose name was pointed at it) and, for a POST, come from its own page or a
+program (application/json, no other site's Origin); see explorer/server.py.
 """
 
 from __future__ import annotations

@@ -28,14 +28,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from common import (ConfigError, DataError, check_output, format_config, main_guard, option,
-                    parse_config, pick_device, require, save_grid, save_labelled_grid, upscaled)
+from common import (ConfigError, DataError, check_output, check_seed, format_config, main_guard,
+                    option, parse_config, pick_device, require, save_grid, save_labelled_grid,
+                    upscaled)
 from data.files import read_utf8
 from data.images import IMAGE_EXTENSIONS, load_square_image, to_tensor
 from diffusion import (Pipeline, SAMPLERS, default_sampler, generate, load_pipeline, make_sampler,
@@ -44,11 +47,19 @@ from diffusion.guidance import check_interval
 from models import AttentionRecorder
 from training.plots import save_attention_figure
 
+# Every image of a run is kept in memory and drawn into one grid at the end, one row per prompt of
+# a text model: work beyond these caps would run for hours before writing anything, or run out of
+# memory at the end. More images: several runs (other --seed values, or the prompts split up).
+MAX_IMAGES = 4096   # images in one run (--n, times the prompts of a text model)
+MAX_PROMPTS = 1024  # prompts in one run (--prompt and --prompts-file together)
+PER_PROMPT = 8      # images per prompt without --n (a model without text: one grid of 64)
+
 
 @dataclass
 class Config:
     ckpt: str = option("", "checkpoint.pt written by a training script", required=True)
-    n: int = option(None, "images (per prompt for a text model); default 64, or 8 per prompt", type=int)
+    n: int = option(None, f"images (per prompt for a text model); default 64, or {PER_PROMPT} per "
+                          f"prompt; at most {MAX_IMAGES} in all", type=int)
     seed: int = option(0, "seed of the noise: same seed, same images")
     sampler: str = option(None, "ddpm: all T stochastic steps; ddim: --steps steps (deterministic "
                                 "at --eta 0); dpm++: DPM-Solver++(2M), --steps steps, trailing "
@@ -114,11 +125,22 @@ def read_prompts_file(path: Path) -> list[str]:
     return prompts
 
 
-def read_prompts(args, pipe: Pipeline) -> list[str]:
-    """The prompts of --prompt and --prompts-file; [""] (unconditional) when there are none."""
+def read_prompts(args) -> list[str]:
+    """The prompts of --prompt and --prompts-file, at most MAX_PROMPTS: read before the
+    checkpoint, so that too many are refused at once."""
     prompts = list(args.prompt or [])
     if args.prompts_file:
         prompts += read_prompts_file(Path(args.prompts_file))
+    where = f"--prompts-file {args.prompts_file}" if args.prompts_file else "--prompt"
+    require(len(prompts) <= MAX_PROMPTS,
+            f"{where}: {len(prompts)} prompts; at most {MAX_PROMPTS} in one run (each is a row of "
+            "one grid, all held in memory until the end): split them over several runs")
+    return prompts
+
+
+def model_prompts(args, prompts: list[str], pipe: Pipeline) -> list[str]:
+    """The prompts the model is given: [""] (unconditional) when there are none, and for a model
+    without text, which refuses any other."""
     if pipe.text is None:
         model = ("an unconditional pixel model" if pipe.vae is None else
                  "an unconditional latent model (trained without --clip)")
@@ -126,6 +148,20 @@ def read_prompts(args, pipe: Pipeline) -> list[str]:
                 f"--prompt: {args.ckpt} is {model}; it takes no prompt")
         return [""]
     return prompts or [""]
+
+
+def check_writable(flag: str, path: Path, folder: bool) -> None:
+    """Create and remove a file where `path` will be written (its nearest folder that exists), so
+    that an output the file system refuses (read-only, /proc, full quota) is refused before the
+    sampling, not after it: check_output's look at the path cannot tell."""
+    start = path if folder else path.parent
+    there = next(p for p in (start, *start.parents) if p.is_dir())
+    try:
+        with tempfile.NamedTemporaryFile(dir=there, prefix=".sample-write-test-"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{flag} {path}: cannot create a file in {there} "
+                          f"({error.strerror or error}); expected a writable folder") from None
 
 
 def slug(text: str, length: int = 40) -> str:
@@ -185,20 +221,37 @@ def write_outputs(args, pipe: Pipeline, jobs: list, images: torch.Tensor, trajec
 def main():
     args = parse_config(Config, description=__doc__.split("\n\n")[0])
     print("config:\n" + format_config(args))
+    check_seed(args.seed)
     require(args.n is None or args.n > 0, f"--n {args.n}: expected a positive number")
+    require(args.n is None or args.n <= MAX_IMAGES,
+            f"--n {args.n}: at most {MAX_IMAGES} images in one run (every image is kept in memory "
+            "until the grid is written at the end, and so many would sample for hours first): for "
+            f"more, run again from --seed {args.seed + MAX_IMAGES}")
+    require(args.guidance is None or (math.isfinite(args.guidance) and args.guidance >= 0),
+            f"--guidance {args.guidance}: expected a finite number, 0 or more")
     require(args.batch_size > 0, f"--batch-size {args.batch_size}: expected a positive number")
     require(1 <= args.upscale <= 16, f"--upscale {args.upscale}: expected 1 to 16")
     require(0.0 <= args.strength <= 1.0, f"--strength {args.strength}: expected a value in [0, 1]")
     interval = check_interval(args.guidance_interval)
     check_output("--out", Path(args.out), folder=False, extensions=IMAGE_EXTENSIONS)
+    check_writable("--out", Path(args.out), folder=False)
     if args.out_dir:
         check_output("--out-dir", Path(args.out_dir), folder=True)
+        check_writable("--out-dir", Path(args.out_dir), folder=True)
+    prompts = read_prompts(args)
+    images = len(prompts or [""]) * (args.n or PER_PROMPT)  # (prompts: a text model's default)
+    require(images <= MAX_IMAGES,
+            f"--n {args.n or PER_PROMPT} x {len(prompts)} prompts = {images} images: at most "
+            f"{MAX_IMAGES} in one run (all are kept in memory and drawn into one grid at the "
+            "end): give a smaller --n, or split the prompts over several runs")
     device = pick_device(args.device)
     pipe = load_pipeline(args.ckpt, device, use_ema=args.ema, ema_length=args.ema_length or None)
-    prompts = read_prompts(args, pipe)
-    n = args.n or (64 if pipe.vae is None else 8)  # a pixel grid, or a row per prompt
+    prompts = model_prompts(args, prompts, pipe)
+    n = args.n or (64 if pipe.vae is None else PER_PROMPT)  # a pixel grid, or a row per prompt
     guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
-    require(guidance >= 0, f"--guidance {guidance}: expected 0 or more")
+    require(math.isfinite(guidance) and guidance >= 0,
+            f"--guidance: {args.ckpt}'s default guidance {guidance} is not a finite number >= 0; "
+            "give --guidance")
     require(not args.attention_maps or pipe.text is not None,
             "--attention-maps: this model has no text, so there is no cross-attention to show")
     args.sampler = args.sampler or default_sampler(pipe.scheduler)  # the checkpoint's kind decides
@@ -210,8 +263,8 @@ def main():
 
     # every image: its prompt and seed, its own noise: (prompt, seed) names the image
     jobs = [(prompt, args.seed + j) for prompt in prompts for j in range(n)]
-    if pipe.text is not None:
-        pipe.text(prompts + [args.negative_prompt], device)  # names unknown words, once each
+    if pipe.text is not None:  # names unknown words, once each (tokenized only: no encoding)
+        pipe.text.tokenizer(prompts + [args.negative_prompt])
     generator = torch.Generator().manual_seed(args.seed)  # the noise of stochastic steps
     images, trajectory, attention = [], [], []
     C, h, w = pipe.sample_shape

@@ -121,12 +121,23 @@ def build_tokenizer(cache: dict, captions_per_row: int, seed: int) -> Tokenizer:
     return Tokenizer.build(texts)
 
 
+def evaluation_sizes(cfg: Config, held_out: dict) -> tuple[int, int]:
+    """(pairs, retrieval batch) that fit the held-out split: --eval-images and --retrieval-batch,
+    or the split's size when it is smaller, so a small dataset is evaluated rather than lost."""
+    available = len(held_out["mean"])
+    if available == 0:
+        raise ConfigError(f"--vae {cfg.vae}: its held-out latents (latents_val.pt) are empty; "
+                          "expected at least one image in the val split")
+    n = min(cfg.eval_images, available)
+    return n, min(cfg.retrieval_batch, n)
+
+
 @torch.no_grad()
-def evaluate(clip: CLIP, tokenizer: Tokenizer, cache: dict, scale_factor: float, cfg: Config,
-             device) -> dict:
-    """Zero-shot per attribute and retrieval on the first eval_images held-out pairs."""
+def evaluate(clip: CLIP, tokenizer: Tokenizer, cache: dict, scale_factor: float, n: int,
+             retrieval_batch: int, device) -> dict:
+    """Zero-shot per attribute, and retrieval within batches of retrieval_batch, on the first n
+    held-out pairs."""
     clip.eval()
-    n = min(cfg.eval_images, len(cache["mean"]))
     z = cache["mean"][:n].float() * scale_factor                 # posterior means, unit scale
     image_vectors = embed_latents(clip, z, device)               # (n, E)
     attributes = cache["attributes"][:n] if cache["attributes"] is not None else None
@@ -135,7 +146,7 @@ def evaluate(clip: CLIP, tokenizer: Tokenizer, cache: dict, scale_factor: float,
     # retrieval uses the full captions (the key texts themselves)
     result = {"retrieval": retrieval_accuracy(image_vectors, embed_texts(clip, tokenizer, keys,
                                                                          device),
-                                              keys, batch_size=cfg.retrieval_batch)}
+                                              keys, batch_size=retrieval_batch)}
     if attributes is not None:
         zero_shot = zero_shot_accuracy(clip, tokenizer, image_vectors, attributes,
                                        cache["attribute_names"])
@@ -170,6 +181,11 @@ def main():
     run.print(f"data: {train['data']}, {len(train['mean'])} training and {len(held_out['mean'])} "
               f"held-out latents {C}x{h}x{w} (scale factor {scale_factor:.4f}); vocabulary "
               f"{len(tokenizer)} words, {tokenizer.max_length} tokens per caption")
+    eval_images, retrieval_batch = evaluation_sizes(cfg, held_out)
+    if retrieval_batch < cfg.retrieval_batch:
+        run.print(f"note: the held-out split has {eval_images} pairs, fewer than --retrieval-batch "
+                  f"{cfg.retrieval_batch}: retrieval is measured within batches of "
+                  f"{retrieval_batch} (chance top-1 is higher)")
 
     # ---- Model and optimizer -----------------------------------------------------------------
     seed_everything(cfg.seed)
@@ -242,8 +258,14 @@ def main():
             means = logger.write(done, lr=lr)
             progress.set_postfix(loss=f"{means['loss']:.3f}", acc=f"{means['batch_accuracy']:.2f}",
                                  **logger.speed(means))
+        if saving:  # before the evaluation: an evaluation that fails loses no training
+            run.save(done, "clip", model=clip.state_dict(), optimizer=optimizer.state_dict(),
+                     scaler=scaler.state_dict(), tokenizer=tokenizer.state_dict(),
+                     vae=vae.state_dict(), vae_config=vae_config, scale_factor=scale_factor,
+                     attribute_names=train["attribute_names"])
         if ranks.is_main and (due(done, cfg.eval_every) or done == cfg.steps):
-            result = evaluate(clip, tokenizer, held_out, scale_factor, cfg, device)
+            result = evaluate(clip, tokenizer, held_out, scale_factor, eval_images,
+                              retrieval_batch, device)
             retrieval = result["retrieval"]
             scores = {"val_i2t_top1": retrieval["image_to_text_top1"],
                       "val_t2i_top1": retrieval["text_to_image_top1"]}
@@ -254,10 +276,6 @@ def main():
             logger.log(done, **scores)
             progress.write(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         if saving:
-            run.save(done, "clip", model=clip.state_dict(), optimizer=optimizer.state_dict(),
-                     scaler=scaler.state_dict(), tokenizer=tokenizer.state_dict(),
-                     vae=vae.state_dict(), vae_config=vae_config, scale_factor=scale_factor,
-                     attribute_names=train["attribute_names"])
             logger.plot()
         if stopping:
             run.print(f"stopped at step {done}; continue with the same command and --resume")
@@ -265,24 +283,27 @@ def main():
     progress.close()
 
     if ranks.is_main and not stop.requested:
-        report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, run.out)
+        report(clip, tokenizer, vae, held_out, scale_factor, eval_images, retrieval_batch, device,
+               run.out)
     run.finish()
     return stop.exit_status  # 128 + the signal's number after Ctrl-C or SIGTERM, else 0
 
 
-def report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, out: Path) -> None:
+def report(clip, tokenizer, vae, held_out, scale_factor, eval_images: int, retrieval_batch: int,
+           device, out: Path) -> None:
     """The final evaluation: a table, eval.json, zero_shot.png and similarity.png."""
-    result = evaluate(clip, tokenizer, held_out, scale_factor, cfg, device)
+    result = evaluate(clip, tokenizer, held_out, scale_factor, eval_images, retrieval_batch,
+                      device)
     clip.eval()
     retrieval = result["retrieval"]
-    print(f"\nheld-out retrieval within batches of {cfg.retrieval_batch} "
+    print(f"\nheld-out retrieval within batches of {retrieval_batch} "
           f"({retrieval['pairs']} pairs; right = same set of features; chance top-1 "
           f"{retrieval['chance_top1']:.3f}):")
     for direction in ("image_to_text", "text_to_image"):
         print(f"  {direction.replace('_', ' '):14s} top-1 {retrieval[direction + '_top1']:.3f}  "
               f"top-5 {retrieval[direction + '_top5']:.3f}")
     if "zero_shot" in result:
-        print(f"zero-shot attribute accuracy on {cfg.eval_images} held-out images "
+        print(f"zero-shot attribute accuracy on {eval_images} held-out images "
               "(caption with vs without the attribute):")
         print(f"  {'attribute':18s} {'accuracy':>8s} {'balanced':>8s} {'present':>8s}")
         for name, r in result["zero_shot"].items():
@@ -292,7 +313,7 @@ def report(clip, tokenizer, vae, held_out, scale_factor, cfg, device, out: Path)
               f"{result['zero_shot_balanced_mean']:8.3f}   (lowest accuracy "
               f"{result['zero_shot_min']:.3f})")
         plot_zero_shot(result["zero_shot"], out / "zero_shot.png",
-                       title=f"zero-shot attribute accuracy, {cfg.eval_images} held-out images")
+                       title=f"zero-shot attribute accuracy, {eval_images} held-out images")
     # 16 held-out pairs: the images as the autoencoder reconstructs them, and their full captions
     n = min(16, len(held_out["mean"]))
     z = held_out["mean"][:n].float()

@@ -139,8 +139,9 @@ def check_config(cfg: Config) -> None:
     require(cfg.lr > 0, f"--lr {cfg.lr}: expected a positive number")
     require(0.0 <= cfg.cond_drop < 1.0, f"--cond-drop {cfg.cond_drop}: expected 0 <= p < 1")
     require(cfg.sample_every >= 0, f"--sample-every {cfg.sample_every}: expected 0 or more")
-    require(cfg.guidance >= 0, f"--guidance {cfg.guidance}: expected 0 or more (1 = the "
-                               "conditional model, 0 = the unconditional one)")
+    require(0 <= cfg.guidance < float("inf"), f"--guidance {cfg.guidance}: expected a finite "
+                                              "number, 0 or more (1 = the conditional model, 0 = "
+                                              "the unconditional one)")
     values = dataclasses.asdict(cfg)  # the latent size is checked once the latents are loaded
     require_valid(schedule_problems(values) + unet_problems(values, resolution=None)
                   + range_problems(values, fractions=("ema_decay",),

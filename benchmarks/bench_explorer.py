@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def request(url: str, body: dict | None = None):
     data = None if body is None else json.dumps(body).encode()
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=600) as answer:
+    sent = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(sent, timeout=600) as answer:
         payload = answer.read()
         return json.loads(payload) if answer.headers["Content-Type"] == "application/json" else payload
 

@@ -5,11 +5,12 @@
     config        option, parse_config, require_valid: dataclass defaults -> type-checked --flags,
                   presets, and the settings checks that name a flag or a stored config
     checkpoints   save_checkpoint, load_checkpoint, load_weights: atomic writes, safe loads
-                  (weights_only=True), a full disk said plainly
+                  (weights_only=True) checked before anything is allocated (SIZE_BOUNDS), a
+                  full disk said plainly
     device        pick_device, autocast, make_grad_scaler, configure_backends: cuda > mps > cpu,
                   fp32 / bf16 / fp16, TF32 or --deterministic
-    randomness    seed_everything, rng_state, gaussian_noise_like: seeds, exact resume, and noise
-                  that is the same on every device
+    randomness    seed_everything, check_seed, rng_state, gaussian_noise_like: seeds, exact
+                  resume, and noise that is the same on every device
     images        save_grid, save_labelled_grid, upscaled, png_bytes: images in [-1, 1] -> PNG files
     paths         check_output, output_folder: an output path is checked before any work
 
@@ -30,4 +31,4 @@ from common.errors import (CheckpointError, ConfigError, DataError, main_guard, 
                            require_positive, warn)
 from common.images import labelled_grid, png_bytes, save_grid, save_labelled_grid, upscaled
 from common.paths import check_output
-from common.randomness import gaussian_noise_like, seed_everything
+from common.randomness import check_seed, gaussian_noise_like, seed_everything

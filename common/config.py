@@ -134,11 +134,11 @@ def require_valid(problems: list[Problem]) -> None:
         raise ConfigError(f"{flag(name)} {message}")
 
 
-def stored_problem(problems: list[Problem]) -> str | None:
+def stored_problem(problems: list[Problem], where: str = "its config") -> str | None:
     """The first problem in the words of a stored config: `its config has beta_end 2.0: ...`."""
     if problems:
         name, message = problems[0]
-        return f"its config has {name} {message}"
+        return f"{where} has {name} {message}"
     return None
 
 

@@ -136,6 +136,10 @@ def _synthetic_folder(data: str, size: int, cache_dir: Path) -> Path:
         # Generate under another name and rename when done, so an interrupted run starts over.
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        generate(partial, n, size=generated_size, seed=0)
+        try:
+            generate(partial, n, size=generated_size, seed=0)
+        except DataError:  # a full disk: what was drawn is removed, to free the space it held
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         partial.rename(folder)
     return folder

@@ -1,10 +1,11 @@
 """Decode a list of image files once into a memory-mapped uint8 cache.
 
-Preprocessing, the same for every dataset, is data/images.py's load_square_image: a center crop
-to a square, then a bicubic resize to S x S.
+Preprocessing, the same for every dataset, is data/images.py's load_square_image: upright as the
+EXIF orientation says, a center crop to a square, then a bicubic resize to S x S.
 
-A cache is two files in cache_dir, named after a hash of (key, S, every file's path, size and
-modification time, in the given order), so that changed files or another S give a new cache:
+A cache is two files in cache_dir, named after a hash of (key, S, the preprocessing's version,
+every file's path, size and modification time, in the given order), so that changed files, another
+S or a changed preprocessing give a new cache:
 
     {key}-{S}px-{hash}.uint8     the readable images: raw bytes of an (N_ok, S, S, 3) uint8 array
     {key}-{S}px-{hash}.ok.npy    (N,) bool: which of the N files could be read
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from common.errors import DataError, warn
 from data.files import make_folder
-from data.images import load_square_image
+from data.images import PREPROCESSING, load_square_image
 
 
 def build_image_cache(
@@ -53,8 +54,9 @@ def build_image_cache(
 
 
 def _fingerprint(files: list[Path], size: int, key: str) -> str:
-    """A short hash of key, S and the files (path, size, mtime): any change gives a new cache."""
-    digest = hashlib.sha1(f"{key}\n{size}\n".encode())
+    """A short hash of key, S, the preprocessing and the files (path, size, mtime): any change
+    gives a new cache."""
+    digest = hashlib.sha1(f"{key}\n{size}\n{PREPROCESSING}\n".encode())
     for path in files:
         stat = os.stat(path)
         digest.update(f"{os.path.abspath(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
@@ -89,11 +91,12 @@ def _build(files: list[Path], size: int, images_path: Path, ok_path: Path, key: 
     try:
         with open(temporary, "wb") as out:
             decoded = pool.map(partial(_read_or_none, size=size), files)  # in the order of files
-            progress = tqdm(decoded, desc=f"caching {key} at {size}px", total=len(files))
-            for i, pixels in enumerate(progress):
-                if pixels is not None:
-                    out.write(pixels.tobytes())  # (S, S, 3) uint8, row-major
-                    ok[i] = True
+            # (closed on an error too, so that the error is a line of its own)
+            with tqdm(decoded, desc=f"caching {key} at {size}px", total=len(files)) as progress:
+                for i, pixels in enumerate(progress):
+                    if pixels is not None:
+                        out.write(pixels.tobytes())  # (S, S, 3) uint8, row-major
+                        ok[i] = True
         folder = os.path.commonpath([str(path.parent) for path in files])
         if not ok.any():
             raise DataError(
@@ -140,7 +143,7 @@ def _remove_stale_temporaries(cache_dir: Path) -> None:
     removed, removed_bytes = [], 0
     for path in cache_dir.iterdir():
         match = TEMPORARY_NAME.search(path.name)
-        if match and not _is_running(int(match[2])):
+        if match and not is_running(int(match[2])):
             try:
                 removed_bytes += path.stat().st_size
                 path.unlink()
@@ -154,9 +157,10 @@ def _remove_stale_temporaries(cache_dir: Path) -> None:
         )
 
 
-def _is_running(pid: int) -> bool:
-    """Whether process `pid` exists. A pid reused by another process reads as running, so at
-    worst a stale temporary stays until that process ends."""
+def is_running(pid: int) -> bool:
+    """Whether process `pid` exists (POSIX only). A pid reused by another process reads as
+    running, so at worst a stale temporary, or a run's lock (training/folders.py), stays until that
+    process ends."""
     try:
         os.kill(pid, 0)  # signal 0 sends nothing: it only checks that the process exists
     except ProcessLookupError:

@@ -24,7 +24,7 @@ import numpy as np
 
 from common.errors import DataError, warn
 from data.files import read_utf8
-from data.images import IMAGE_EXTENSIONS
+from data.images import IMAGE_EXTENSIONS, not_images_message
 
 CELEBA_ATTRIBUTES = [
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
@@ -50,8 +50,12 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     names = lines[1].split()
     if not names:
         raise DataError(f"{path}:2: expected the attribute names, got an empty line")
+    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if repeated is not None:
+        raise DataError(f"{path}:2: the attribute {repeated!r} is named twice; expected each "
+                        "attribute once")
 
-    files, rows = [], []
+    files, rows, line_of = [], [], {}  # line_of: file name -> its line number
     for number, line in enumerate(lines[2:], start=3):
         tokens = line.split()
         if not tokens:
@@ -64,6 +68,10 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
         if not set(tokens[1:]) <= {"1", "-1"}:
             bad = next(token for token in tokens[1:] if token not in ("1", "-1"))
             raise DataError(f"{path}:{number}: value {bad!r} for {tokens[0]}; expected 1 or -1")
+        if tokens[0] in line_of:
+            raise DataError(f"{path}:{number}: a second row for {tokens[0]} (the first is on line "
+                            f"{line_of[tokens[0]]}); expected one row per image")
+        line_of[tokens[0]] = number
         files.append(tokens[0])
         rows.append([token == "1" for token in tokens[1:]])  # -1 -> 0, 1 -> 1
     if count != len(files):
@@ -81,6 +89,9 @@ def read_partition(path: Path) -> dict[str, int]:
             continue
         if len(tokens) != 2 or tokens[1] not in ("0", "1", "2"):
             raise DataError(f"{path}:{number}: expected 'FILE 0|1|2', got {line.strip()!r}")
+        if tokens[0] in partition:
+            raise DataError(f"{path}:{number}: a second entry for {tokens[0]}; expected one per "
+                            "image")
         partition[tokens[0]] = int(tokens[1])
     return partition
 
@@ -109,11 +120,8 @@ def celeba_split(
     # Image files: every row needs its image; images without a row are left out
     present = {entry.name for entry in os.scandir(image_folder) if entry.is_file()}
     missing = [file for file in files if file not in present]
-    if missing:
-        raise DataError(
-            f"{attribute_path.name} names {len(missing)} images missing from {image_folder}, "
-            f"e.g. {missing[0]}"
-        )
+    if missing:  # missing, or a folder named like an image: say which
+        raise DataError(not_images_message(attribute_path.name, image_folder, missing))
     images = {name for name in present if Path(name).suffix.lower() in IMAGE_EXTENSIONS}
     unlisted = len(images - set(files))
     if unlisted:

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from common.errors import DataError, warn
 from data.files import read_utf8
-from data.images import IMAGE_EXTENSIONS
+from data.images import IMAGE_EXTENSIONS, not_images_message
 
 VAL_PERCENT = 5  # share of the images in the val split
 
@@ -101,11 +101,8 @@ def imagefolder_split(root: Path, split: str) -> tuple[list[Path], list[str] | N
         metadata_path, captions = metadata
         present = set(names)
         missing = [name for name in captions if name not in present]
-        if missing:
-            raise DataError(
-                f"{metadata_path.name} names {len(missing)} images missing from {root}, "
-                f"e.g. {missing[0]}"
-            )
+        if missing:  # missing, or a folder, a .gif, a hidden file: say which
+            raise DataError(not_images_message(metadata_path.name, root, missing))
         if len(captions) < len(names):
             unnamed = len(names) - len(captions)
             warn(f"ignoring {unnamed} images in {root} not named in {metadata_path.name}")

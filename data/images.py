@@ -1,8 +1,9 @@
 """One image file -> a square array or tensor: the preprocessing every dataset and sample.py use.
 
-Center-crop to a square on the shorter side, then resize to S x S with PIL's bicubic filter
-(which antialiases when shrinking). CelebA's aligned 178x218 faces become 178x178 (20 rows cut
-at the top and at the bottom), then S x S.
+Turn the image upright as its EXIF orientation tag says (a phone stores a portrait photo as
+landscape pixels and that tag), center-crop to a square on the shorter side, then resize to S x S
+with PIL's bicubic filter (which antialiases when shrinking). CelebA's aligned 178x218 faces become
+178x178 (20 rows cut at the top and at the bottom), then S x S.
 
 Every image becomes 8-bit RGB first (to_rgb). 8-bit modes (L, LA, P, PA, RGB, RGBA, CMYK, 1, ...)
 go through PIL's own conversion, alpha dropped. PIL would clip deeper images to 255, so they are
@@ -17,9 +18,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # the files datasets are made of
+PREPROCESSING = "upright (EXIF), center crop, bicubic"  # changing it makes the caches anew
+
+
+def not_images_message(listing: str, folder: Path, names: list[str]) -> str:
+    """Why the files a listing (an attribute table, a metadata file) names are not among the
+    images of `folder`: the first that is something else (a folder, a format that is not an image
+    format here, a hidden file), else how many are missing."""
+    for name in names:
+        path = folder / name
+        if path.is_dir():
+            return f"{listing} names {name}, which is a folder in {folder}, not an image file"
+        if path.is_file() and path.suffix.lower() not in IMAGE_EXTENSIONS:
+            found = f"a {path.suffix} file" if path.suffix else "a file without an extension"
+            return (f"{listing} names {name}, {found} in {folder}: not an image format read here; "
+                    f"expected {' '.join(IMAGE_EXTENSIONS)}")
+        if path.is_file() and any(part.startswith(".") for part in Path(name).parts):
+            return (f"{listing} names {name} in {folder}, which is hidden (a name starting with "
+                    "'.'): hidden files and folders are skipped")
+    return f"{listing} names {len(names)} images missing from {folder}, e.g. {names[0]}"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -40,9 +60,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_square_image(path: str | Path, size: int) -> np.ndarray:
-    """Read one image file as (size, size, 3) uint8 RGB: center-crop to a square, resize bicubic."""
+    """Read one image file as (size, size, 3) uint8 RGB: upright as its EXIF orientation says,
+    center-cropped to a square, resized bicubic."""
     with Image.open(path) as image:
-        image = to_rgb(image)
+        image = to_rgb(ImageOps.exif_transpose(image))
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2

@@ -23,10 +23,12 @@ Command line:
 
 import argparse
 import colorsys
+import errno
 import math
 import multiprocessing
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,7 +378,12 @@ def _render(job: tuple[int, str, int, int, str]) -> list[int]:
     index, image_dir, size, seed, fmt = job
     attributes, image_seed = _image(seed, index)
     image = draw_face(attributes, size, image_seed)
-    image.save(os.path.join(image_dir, f"{index:06d}.{fmt}"), quality=95)  # quality: jpg only
+    path = Path(image_dir) / f"{index:06d}.{fmt}"
+    try:
+        image.save(path, quality=95)  # quality: jpg only
+    except OSError as error:  # a full disk: no half-written image is left, and the error names it
+        path.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     return [1 if attributes[name] else -1 for name in SYNTHETIC_ATTRIBUTES]
 
 
@@ -391,7 +398,8 @@ def generate(out_dir: str | Path, n: int, size: int = 64, seed: int = 0, fmt: st
     """Write n faces in CelebA's layout under out_dir, drawing with `workers` processes.
 
     The attribute table is written last (through a temporary file), so a folder without
-    list_attr_celeba.txt is an unfinished one.
+    list_attr_celeba.txt is an unfinished one. A file that cannot be written (a full disk) is one
+    DataError naming it, not the tracebacks of the drawing processes.
     """
     out_dir = Path(out_dir)
     image_dir = make_folder(out_dir / "img_align_celeba")
@@ -401,25 +409,37 @@ def generate(out_dir: str | Path, n: int, size: int = 64, seed: int = 0, fmt: st
     jobs = [(index, str(image_dir), size, seed, fmt) for index in range(1, n + 1)]
     workers = workers or os.cpu_count() or 1
     progress = dict(total=n, desc="drawing faces", unit="img")
-    if workers == 1:
-        rows = [_render(job) for job in tqdm(jobs, **progress)]
-    else:
-        # "spawn": fresh worker processes, as on macOS and Windows. A fork of a process whose
-        # torch threads are running (a test, a notebook) can deadlock in the child.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            rows = list(tqdm(pool.imap(_render, jobs, chunksize=64), **progress))
-
-    names = [f"{index:06d}.{fmt}" for index in range(1, n + 1)]
-    partition = "".join(f"{name} {_split(index, n)}\n" for index, name in enumerate(names, start=1))
-    (out_dir / "list_eval_partition.txt").write_text(partition)
-    # CelebA's format: the count, the names, then per image its file name and each value as "%2d"
-    # after a space: "000001.png -1  1  1 -1".
-    table = [str(n), " ".join(SYNTHETIC_ATTRIBUTES)]
-    for name, row in zip(names, rows):
-        table.append(name + " " + " ".join(f"{value:2d}" for value in row))
     temporary = attribute_file.with_suffix(".partial")
-    temporary.write_text("\n".join(table) + "\n")
-    temporary.replace(attribute_file)
+    try:
+        if workers == 1:
+            with tqdm(jobs, **progress) as bar:  # closed on an error too: its line ends
+                rows = [_render(job) for job in bar]
+        else:
+            # "spawn": fresh worker processes, as on macOS and Windows. A fork of a process whose
+            # torch threads are running (a test, a notebook) can deadlock in the child.
+            with (multiprocessing.get_context("spawn").Pool(workers) as pool,
+                  tqdm(pool.imap(_render, jobs, chunksize=64), **progress) as bar):
+                rows = list(bar)
+
+        names = [f"{index:06d}.{fmt}" for index in range(1, n + 1)]
+        partition = "".join(f"{name} {_split(index, n)}\n"
+                            for index, name in enumerate(names, start=1))
+        (out_dir / "list_eval_partition.txt").write_text(partition)
+        # CelebA's format: the count, the names, then per image its file name and each value as
+        # "%2d" after a space: "000001.png -1  1  1 -1".
+        table = [str(n), " ".join(SYNTHETIC_ATTRIBUTES)]
+        for name, row in zip(names, rows):
+            table.append(name + " " + " ".join(f"{value:2d}" for value in row))
+        temporary.write_text("\n".join(table) + "\n")
+        temporary.replace(attribute_file)
+    except OSError as error:  # raised again here from a drawing process, with its errno and file
+        temporary.unlink(missing_ok=True)
+        where = error.filename or out_dir
+        if error.errno == errno.ENOSPC:
+            needed, free = n * size * size * 3, shutil.disk_usage(out_dir).free  # bytes
+            raise DataError(f"no space left on device writing {where}: {n} faces of {size}x{size} "
+                            f"take up to {needed / 1e6:.2f} MB, {free / 1e6:.2f} MB are free") from None
+        raise DataError(f"cannot write {where} ({error.strerror or error})") from None
     return out_dir
 
 

@@ -24,7 +24,8 @@ from typing import NamedTuple
 
 import torch
 
-from common.checkpoints import entries_problem, load_checkpoint, load_weights
+from common.checkpoints import (entries_problem, load_checkpoint, load_weights, weights_problem,
+                                widths_bound_problem)
 from common.errors import CheckpointError
 from common.config import stored_problem
 from diffusion.ddpm import DDPMScheduler
@@ -32,9 +33,10 @@ from diffusion.flow import FLOW_TIME_SCALE, FlowMatching, FlowSampler, sample_fl
 from diffusion.guidance import conditional_rows, guidance_at, guided_prediction
 from diffusion.sampling import sample
 from diffusion.schedule import SCHEDULE_SETTINGS, schedule_problems
-from models.clip import TextConditioner, text_conditioner_from_state
+from models.clip import TextConditioner, text_conditioner_from_state, text_problem
 from models.unet import UNET_SETTINGS, UNet, build_unet, unet_problems
-from models.vae import AutoencoderKL, vae_config_problem, vae_from_state
+from models.vae import (AutoencoderKL, scale_factor_problem, vae_config_problem, vae_from_state,
+                        vae_weights_problem)
 
 
 @dataclass
@@ -89,22 +91,57 @@ CHECKPOINT_ENTRIES = {
 
 
 def checkpoint_problem(state: dict) -> str | None:
-    """What a "ddpm" or "ldm" checkpoint lacks to be rebuilt (load_checkpoint's check), or None."""
+    """What a "ddpm" or "ldm" checkpoint lacks to be rebuilt (load_checkpoint's check), or None:
+    every entry and setting there, of its type and within SIZE_BOUNDS, possible for the model,
+    and weights that fit the model its config describes (compared before anything is built)."""
     kind = state["kind"]
     settings = {**UNET_SETTINGS, **SCHEDULE_SETTINGS}
     settings.update({"image_size": int} if kind == "ddpm" else
                     {"num_heads": int, "guidance": float, "clip": str})
+    if isinstance(state.get("config"), dict) and "num_heads" in state["config"]:
+        settings["num_heads"] = int   # (stage-1 checkpoints from before num_heads have none)
     problem = (entries_problem(state, CHECKPOINT_ENTRIES[kind], "it")
                or entries_problem(state["config"], settings, "its config")
-               or (vae_config_problem(state["vae_config"], "its vae_config") if kind == "ldm"
-                   else None))
+               or entries_problem(state["ema"], {"model": dict, "num_updates": int}, "its ema")
+               or (latent_problem(state) if kind == "ldm" else None))
     if problem:
         return problem
     config = state["config"]
     if config.get("objective", "ddpm") not in ("ddpm", "flow"):
         return f"its config has objective {config['objective']!r}: expected ddpm or flow"
     resolution = config["image_size"] if kind == "ddpm" else state["latent_shape"][-1]
-    return stored_problem(schedule_problems(config) + unet_problems(config, resolution))
+    problem = (widths_bound_problem(config, "base_channels", "channel_mult", "its config")
+               or stored_problem(schedule_problems(config) + unet_problems(config, resolution)))
+    if problem:
+        return problem
+    lengths = state["ema"].get("lengths", {})
+    if not isinstance(lengths, dict):
+        return f"its ema has lengths = {str(lengths)[:40]!r}: expected a dictionary"
+    in_channels = 3 if kind == "ddpm" else state["latent_shape"][0]
+    text_width = (state["text_config"]["text_width"] if kind == "ldm"
+                  and state.get("text_encoder") is not None else None)
+    return weights_problem({"model": state["model"], "ema": state["ema"]["model"],
+                            **{f"ema length {name}": weights for name, weights in lengths.items()}},
+                           lambda: build_unet(config, in_channels, text_width), "UNet")
+
+
+def latent_problem(state: dict) -> str | None:
+    """What keeps an "ldm" checkpoint's autoencoder, latents, guidance and text from being
+    rebuilt, or None: the latents are those of its autoencoder."""
+    problem = (vae_config_problem(state["vae_config"], "its vae_config")
+               or scale_factor_problem(state["scale_factor"])
+               or text_problem(state))
+    if problem:
+        return problem
+    guidance, vae_config = state["config"]["guidance"], state["vae_config"]
+    if guidance < 0:
+        return f"its config has guidance {guidance}: expected 0 or more"
+    side = vae_config["image_size"] // 2 ** (len(vae_config["channel_mult"]) - 1)
+    latents = [vae_config["latent_channels"], side, side]
+    if list(state["latent_shape"]) != latents:
+        return (f"it has latent_shape {list(state['latent_shape'])}: expected {latents}, the "
+                "latents of its autoencoder (latent_channels, and image_size halved per level)")
+    return vae_weights_problem(state["vae"], vae_config, "vae")
 
 
 def stored_weights(state: dict, use_ema: bool = True, ema_length: str | None = None) -> dict:

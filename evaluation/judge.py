@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common.checkpoints import entries_problem, load_checkpoint, load_weights, save_checkpoint
+from common.checkpoints import (entries_problem, load_checkpoint, load_weights, save_checkpoint,
+                                weights_problem)
 from common.errors import CheckpointError, ConfigError, warn
 from data import ImageDataset, load_dataset
 from data.augment import augment
@@ -20,6 +21,18 @@ from models.classifier import AttributeClassifier
 from training.optim import scheduled_lr, set_lr
 
 ENTRIES = {"model": dict, "num_attributes": int, "steps": int, "val_accuracy": dict}  # a cached judge
+
+
+def judge_problem(state: dict) -> str | None:
+    """What keeps a cached judge from being rebuilt (load_checkpoint's check), or None: one output
+    per attribute name, and the weights of that classifier."""
+    problem = entries_problem(state, ENTRIES, "it")
+    names = state.get("attribute_names")
+    if problem is None and not (isinstance(names, list) and len(names) == state["num_attributes"]):
+        problem = (f"it has num_attributes {state['num_attributes']}: expected one per attribute "
+                   f"name ({len(names) if isinstance(names, list) else 'none'})")
+    return problem or weights_problem({"model": state["model"]}, lambda: AttributeClassifier(
+        state["num_attributes"]), "judge")
 
 
 def train_judge(train: ImageDataset, held_out: ImageDataset, steps: int, device, lr: float,
@@ -57,8 +70,7 @@ def cached_judge(path: Path, attribute_names: list[str], steps: int) -> dict | N
     if not path.is_file():
         return None
     try:
-        state = load_checkpoint(path, kind="classifier",
-                                check=lambda state: entries_problem(state, ENTRIES, "it"))
+        state = load_checkpoint(path, kind="classifier", check=judge_problem)
     except CheckpointError as error:
         reason = str(error).removeprefix(f"checkpoint {path}: ")
         warn(f"judge cache {path}: {reason}; training a new one in its place")

@@ -8,6 +8,7 @@ goes on. The last KEEP_JOBS finished jobs stay in memory.
 from __future__ import annotations
 
 import queue
+import secrets
 import threading
 import time
 import traceback
@@ -15,11 +16,12 @@ import traceback
 from explorer.requests import BadRequest, Limits
 
 KEEP_JOBS = 16        # finished jobs whose images stay in memory
+ID_BYTES = 16         # a job's id: this many random bytes as URL-safe text, never guessed
 
 
 class Job:
-    def __init__(self, number: int, kind: str, run, total: int):
-        self.id, self.kind, self.run, self.total = number, kind, run, total
+    def __init__(self, job_id: str, kind: str, run, total: int):
+        self.id, self.kind, self.run, self.total = job_id, kind, run, total
         self.state, self.done, self.error, self.result = "queued", 0, "", None
         self.started = self.finished = None   # time.time() when the worker took it and left it
 
@@ -33,7 +35,6 @@ class JobQueue:
     def __init__(self, limits: Limits):
         self.limits, self.lock, self.jobs, self.waiting = limits, threading.Lock(), {}, []
         self.todo: queue.Queue = queue.Queue()
-        self.count = 0
         threading.Thread(target=self._work, daemon=True, name="explorer-worker").start()
 
     def submit(self, kind: str, run, total: int) -> Job:
@@ -42,8 +43,7 @@ class JobQueue:
             if len(self.waiting) >= self.limits.max_queue:
                 raise BadRequest(f"{len(self.waiting)} jobs are waiting already, the most this "
                                  "server queues; try again when one is done", 503)
-            self.count += 1
-            job = Job(self.count, kind, run, total)
+            job = Job(secrets.token_urlsafe(ID_BYTES), kind, run, total)   # 22 characters
             self.jobs[job.id] = job
             self.waiting.append(job)
         self.todo.put(job)

@@ -4,6 +4,8 @@ checked against the model and those limits. A bad value is a BadRequest, answere
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, fields
 
 from common.errors import ConfigError
@@ -21,6 +23,9 @@ class Limits:
     max_prompt: int = 300           # characters of a prompt
 
 
+MAX_DIGITS = 30      # digits of a whole number in a request (int() refuses past 4300)
+
+
 class BadRequest(ValueError):
     """A value the server refuses: answered with `status` (400 unless said) and the message."""
 
@@ -29,16 +34,43 @@ class BadRequest(ValueError):
         self.status = status
 
 
+def shown(value, limit: int = 60) -> str:
+    """repr(value) cut to `limit` characters, for a one-line message about any value sent."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def number(data: dict, name: str, kind, low, high, default):
     """data[name] as int or float within [low, high], or BadRequest naming the value."""
     value = data.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise BadRequest(f"{name} {value!r}: expected a number from {low} to {high}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):   # NaN, Infinity, 1e400
+        raise BadRequest(f"{name} {shown(value)}: expected a number from {low} to {high}")
     if kind is int and value != int(value):
-        raise BadRequest(f"{name} {value!r}: expected a whole number from {low} to {high}")
+        raise BadRequest(f"{name} {shown(value)}: expected a whole number from {low} to {high}")
     if not low <= value <= high:
-        raise BadRequest(f"{name} {value!r}: expected a number from {low} to {high}")
+        raise BadRequest(f"{name} {shown(value)}: expected a number from {low} to {high}")
     return kind(value)
+
+
+def parse_json(body: bytes):
+    """A request body -> the JSON value it holds (an empty body: {}), or BadRequest naming what
+    is wrong: not JSON, a number of more than MAX_DIGITS digits, nesting past Python's recursion
+    limit. NaN, Infinity and 1e400 are read as floats, for number() to refuse by name."""
+    def whole(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_DIGITS:
+            raise BadRequest(f"the number {digits[:12]}... of {len(digits)} digits: expected at "
+                             f"most {MAX_DIGITS} digits")
+        return int(digits)
+    try:
+        return json.loads(body or b"{}", parse_int=whole)
+    except RecursionError:
+        raise BadRequest("the body is nested too deep: expected one JSON object of "
+                         "settings") from None
+    except BadRequest:
+        raise
+    except ValueError as error:   # JSONDecodeError, UnicodeDecodeError
+        raise BadRequest(f"the body is not JSON ({error})") from None
 
 
 def text(data: dict, name: str, limit: int) -> str:
@@ -55,7 +87,7 @@ def interval(data: dict) -> tuple[float, float]:
     check, diffusion.guidance.check_interval); default [0, 1], every step."""
     value = data.get("guidance_interval", [0.0, 1.0])
     if not isinstance(value, list) or len(value) != 2:
-        raise BadRequest(f"guidance_interval {value!r}: expected [lo, hi], 0 <= lo <= hi <= 1")
+        raise BadRequest(f"guidance_interval {shown(value)}: expected [lo, hi], 0 <= lo <= hi <= 1")
     levels = [number({"guidance_interval": v}, "guidance_interval", float, 0, 1, 0.0)
               for v in value]
     try:
@@ -72,10 +104,12 @@ def parse_settings(data: dict, explorer: Explorer, limits: Limits, extra=()) -> 
     known = {f.name for f in fields(Settings)} | set(extra)
     unknown = sorted(set(data) - known)
     if unknown:
-        raise BadRequest(f"unknown setting {unknown[0]!r}; expected some of {', '.join(sorted(known))}")
+        raise BadRequest(f"unknown setting {shown(unknown[0])}; expected some of "
+                         f"{', '.join(sorted(known))}")
     sampler = data.get("sampler", explorer.default_sampler)
     if sampler not in explorer.samplers:
-        raise BadRequest(f"sampler {sampler!r}: expected one of {', '.join(explorer.samplers)}")
+        raise BadRequest(f"sampler {shown(sampler)}: expected one of "
+                         f"{', '.join(explorer.samplers)}")
     T = explorer.num_timesteps
     steps = number(data, "steps", int, 1, min(T, limits.max_steps), Settings.steps)
     if sampler == "ddpm" and T > limits.max_steps:

@@ -89,6 +89,10 @@ def read_upload(data: bytes, size: int) -> torch.Tensor:
                                  f"{MAX_UPLOAD_PIXELS} are read")
             image.verify()                                 # a truncated or forged file fails here
         return to_tensor(load_square_image(io.BytesIO(data), size))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # PIL's own check, in Image.open, before ours: a few KB that would decode to GBs
+        raise ValueError(f"too many pixels, at most {MAX_UPLOAD_PIXELS} are read "
+                         f"({error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"the upload is not a readable image ({error})") from None
 

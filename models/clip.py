@@ -29,10 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoints import entries_problem, load_checkpoint, load_weights
+from common.checkpoints import (entries_problem, load_checkpoint, load_weights, weights_problem,
+                                widths_bound_problem)
 from models.attention import Attention
-from models.tokenizer import Tokenizer
-from models.vae import AutoencoderKL, ResnetBlock, vae_config_problem, vae_from_state
+from models.tokenizer import Tokenizer, tokenizer_problem
+from models.unet import NUM_GROUPS
+from models.vae import (AutoencoderKL, ResnetBlock, scale_factor_problem, vae_config_problem,
+                        vae_from_state, vae_weights_problem)
 
 # The settings of train_clip.py's config that build the text encoder (stored again by train_ldm.py
 # as "text_config", the text encoder stage 4 reads) and the rest of the CLIP, with their types.
@@ -215,6 +218,33 @@ def text_conditioner_from_state(state: dict, device="cpu") -> TextConditioner:
     return TextConditioner(encoder.to(device), tokenizer)
 
 
+def text_settings_problem(config: dict, where: str) -> str | None:
+    """What keeps stored TEXT_SETTINGS from building a text encoder, or None."""
+    problem = entries_problem(config, TEXT_SETTINGS, where)
+    if problem is None and config["text_width"] % config["text_heads"]:
+        problem = (f"{where} has text_heads {config['text_heads']}: must divide text_width "
+                   f"{config['text_width']}")
+    return problem
+
+
+def text_problem(state: dict) -> str | None:
+    """What keeps the text side a train_ldm.py checkpoint stores (text_state: text_encoder,
+    tokenizer, text_config) from rebuilding its text encoder, or None; an unconditional model
+    stores none of the three."""
+    entries = {"text_encoder": dict, "tokenizer": dict, "text_config": dict}
+    if all(state.get(name) is None for name in entries):
+        return None
+    problem = (entries_problem(state, entries, "it")
+               or text_settings_problem(state["text_config"], "its text_config")
+               or tokenizer_problem(state["tokenizer"], "its tokenizer"))
+    if problem:
+        return problem
+    tokenizer = Tokenizer.from_state_dict(state["tokenizer"])
+    return weights_problem({"text_encoder": state["text_encoder"]},
+                           lambda: build_text_encoder(state["text_config"], tokenizer),
+                           "text encoder")
+
+
 def text_state(clip: "TrainedCLIP") -> dict:
     """What a checkpoint stores of a CLIP's text side, to rebuild it with
     text_conditioner_from_state: the text encoder's weights, the tokenizer and its settings."""
@@ -237,10 +267,26 @@ class TrainedCLIP:
 
 def clip_checkpoint_problem(state: dict) -> str | None:
     """What a "clip" checkpoint lacks to be rebuilt (load_checkpoint's check), or None."""
-    return (entries_problem(state, {"config": dict, "step": int, "model": dict, "tokenizer": dict,
-                                    "vae": dict, "vae_config": dict, "scale_factor": float}, "it")
-            or entries_problem(state["config"], {**TEXT_SETTINGS, **IMAGE_SETTINGS}, "its config")
-            or vae_config_problem(state["vae_config"], "its vae_config"))
+    problem = (entries_problem(state, {"config": dict, "step": int, "model": dict, "tokenizer": dict,
+                                       "vae": dict, "vae_config": dict, "scale_factor": float}, "it")
+               or scale_factor_problem(state["scale_factor"])
+               or entries_problem(state["config"], IMAGE_SETTINGS, "its config")
+               or text_settings_problem(state["config"], "its config")
+               or widths_bound_problem(state["config"], "head_channels", "head_mult", "its config")
+               or tokenizer_problem(state["tokenizer"], "its tokenizer")
+               or vae_config_problem(state["vae_config"], "its vae_config"))
+    if problem:
+        return problem
+    config, vae_config = state["config"], state["vae_config"]
+    if not config["head_mult"]:
+        return "its config has head_mult (empty): expected one multiplier per level, at least one"
+    if config["head_channels"] % NUM_GROUPS:
+        return (f"its config has head_channels {config['head_channels']}: expected a multiple of "
+                f"{NUM_GROUPS} (GroupNorm groups)")
+    tokenizer = Tokenizer.from_state_dict(state["tokenizer"])
+    return (vae_weights_problem(state["vae"], vae_config, "vae")
+            or weights_problem({"model": state["model"]}, lambda: build_clip(
+                config, tokenizer, vae_config["latent_channels"]), "CLIP"))
 
 
 def load_clip(path, device="cpu") -> TrainedCLIP:

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import torch
 
+from common.checkpoints import BOUND_NOTE, SIZE_BOUNDS, entries_problem
 from common.errors import warn
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -112,3 +113,23 @@ class Tokenizer:
     @classmethod
     def from_state_dict(cls, state: dict) -> "Tokenizer":
         return cls(state["vocabulary"], state["max_length"])
+
+
+def tokenizer_problem(state, where: str) -> str | None:
+    """What keeps a stored tokenizer (Tokenizer.state_dict) from being rebuilt, or None: a
+    vocabulary of distinct words that starts with the special tokens, and max_length."""
+    problem = entries_problem(state, {"max_length": int}, where)
+    if problem:
+        return problem
+    if "vocabulary" not in state:
+        return f"{where} has no 'vocabulary'"
+    vocabulary, most = state["vocabulary"], SIZE_BOUNDS["vocabulary"][1]
+    if (not isinstance(vocabulary, (list, tuple))
+            or list(vocabulary[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS):
+        return (f"{where} has vocabulary = {str(vocabulary)[:40]!r}: expected the words "
+                f"{' '.join(SPECIAL_TOKENS)} first")
+    if len(vocabulary) > most:
+        return f"{where} has {len(vocabulary)} words: expected at most {most} ({BOUND_NOTE})"
+    if not all(isinstance(word, str) for word in vocabulary) or len(set(vocabulary)) < len(vocabulary):
+        return f"{where} has a vocabulary that is not a list of distinct words"
+    return None

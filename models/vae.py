@@ -24,7 +24,8 @@ import math
 import torch
 from torch import nn
 
-from common.checkpoints import entries_problem, load_checkpoint, load_weights
+from common.checkpoints import (entries_problem, load_checkpoint, load_weights, weights_problem,
+                                widths_bound_problem)
 from common.config import stored_problem
 from common.errors import CheckpointError
 from common.randomness import gaussian_noise_like
@@ -233,14 +234,34 @@ def vae_config_problem(config: dict, where: str = "its config") -> str | None:
     """What keeps a stored train_vae.py config from rebuilding its autoencoder, or None."""
     problem = entries_problem(config, {**VAE_SETTINGS, "image_size": int}, where)
     if problem is None:
-        problem = stored_problem(widths_problems(config, config["image_size"], "autoencoder"))
+        problem = (widths_bound_problem(config, "base_channels", "channel_mult", where)
+                   or stored_problem(widths_problems(config, config["image_size"], "autoencoder"),
+                                     where))
     return problem
 
 
+def vae_weights_problem(weights: dict, config: dict, entry: str) -> str | None:
+    """Stored autoencoder weights (`entry` of a checkpoint) that do not fit the autoencoder that
+    its checked `config` describes, or are not finite floating-point numbers; None if they are."""
+    return weights_problem({entry: weights}, lambda: build_vae(config), "autoencoder")
+
+
+def scale_factor_problem(scale_factor) -> str | None:
+    """A scale factor that is not a finite positive number (entries_problem checked its type)."""
+    if not scale_factor > 0:
+        return f"it has scale_factor {scale_factor}: expected a positive number"
+    return None
+
+
 def vae_checkpoint_problem(state: dict) -> str | None:
-    """What a "vae" checkpoint lacks to be rebuilt (load_checkpoint's check), or None."""
-    return (entries_problem(state, {"config": dict, "step": int, "model": dict}, "it")
-            or vae_config_problem(state["config"]))
+    """What a "vae" checkpoint lacks to be rebuilt (load_checkpoint's check), or None. Its scale
+    factor is None until the training has finished."""
+    finished = state.get("scale_factor") is not None
+    return (entries_problem(state, {"config": dict, "step": int, "model": dict,
+                                    **({"scale_factor": float} if finished else {})}, "it")
+            or (scale_factor_problem(state["scale_factor"]) if finished else None)
+            or vae_config_problem(state["config"])
+            or vae_weights_problem(state["model"], state["config"], "model"))
 
 
 def load_vae(path, device="cpu") -> tuple[AutoencoderKL, float, dict]:

@@ -189,3 +189,64 @@ def test_train_clip_names_a_missing_latent_cache(vae_run, tmp_path):
     assert result.returncode == 2
     assert f"latent cache {vae_copy}/latents_train.pt: no such file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---- a held-out split smaller than the evaluation (issue 27 #1) ----------------------------
+
+SMALL_CLIP = ["--preset", "cpu", "--steps", "1", "--batch-size", "16", "--text-width", "32",
+              "--text-layers", "1", "--embed-dim", "32", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def vae_20_held_out(vae_run, tmp_path_factory):
+    """The session autoencoder with 20 held-out latents, as a dataset of 200 images has."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("vae_20_held_out")
+    for name in ("checkpoint.pt", "latents_train.pt"):
+        shutil.copy(vae_run / name, folder / name)
+    state = torch.load(vae_run / "latents_val.pt", weights_only=True)
+    state.update({key: state[key][:20] for key in ("mean", "std", "attributes")})
+    torch.save(state, folder / "latents_val.pt")
+    return folder / "checkpoint.pt"
+
+
+def run_clip_main(argv: list[str], capsys) -> str:
+    """`python train_clip.py argv` in this process, finishing with exit status 0: its stdout."""
+    import importlib
+    import sys
+
+    from common.errors import main_guard
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["train_clip.py", *argv])
+        capsys.readouterr()
+        main_guard(importlib.import_module("train_clip").main)
+    return capsys.readouterr().out
+
+
+def test_a_held_out_split_smaller_than_the_retrieval_batch_is_evaluated_in_smaller_batches(
+        vae_20_held_out, capsys, tmp_path):
+    """20 held-out images against the retrieval batch of 64: the run finishes, says so, and
+    measures retrieval within one batch of 20 (it crashed at its final evaluation, before
+    saving: "retrieval needs at least 64 pairs, got 20")."""
+    out = tmp_path / "clip"
+    stdout = run_clip_main([*SMALL_CLIP, "--vae", str(vae_20_held_out), "--out", str(out)],
+                           capsys)
+    assert ("note: the held-out split has 20 pairs, fewer than --retrieval-batch 64: "
+            "retrieval is measured within batches of 20") in stdout
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert json.loads((out / "eval.json").read_text())["retrieval"]["pairs"] == 20
+
+
+def test_the_final_checkpoint_is_saved_before_an_evaluation_that_fails(vae_20_held_out, capsys,
+                                                                        monkeypatch, tmp_path):
+    import train_clip
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("the evaluation failed")
+
+    monkeypatch.setattr(train_clip, "evaluate", failing)
+    out = tmp_path / "clip"
+    with pytest.raises(RuntimeError, match="the evaluation failed"):
+        run_clip_main([*SMALL_CLIP, "--vae", str(vae_20_held_out), "--out", str(out)], capsys)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1  # the training kept

@@ -52,7 +52,9 @@ def explorer(ckpt, *flags):
 def call(base, path, body=None, raw: bytes | None = None):
     """(status, decoded JSON or the raw bytes) of one request."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(base + path, data=data, method="GET" if data is None else "POST")
+    headers = {} if data is None else {"Content-Type": "application/json"}   # as the page posts
+    request = urllib.request.Request(base + path, data=data, headers=headers,
+                                     method="GET" if data is None else "POST")
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             status, payload, kind = response.status, response.read(), response.headers["Content-Type"]
@@ -61,7 +63,7 @@ def call(base, path, body=None, raw: bytes | None = None):
     return status, json.loads(payload) if kind == "application/json" else payload
 
 
-def finished(base, job: int, timeout: float = 120) -> dict:
+def finished(base, job: str, timeout: float = 120) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
         status, state = call(base, f"/api/jobs/{job}")
@@ -202,7 +204,8 @@ def test_uploads_must_be_real_images_under_the_size_limit(pixel_server):
     assert status == 413 and "at most 4194304" in answer["error"]
     host, port = pixel_server.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as s:   # 1 GB announced: refused unread
-        s.sendall(b"POST /api/sdedit HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n{")
+        s.sendall(f"POST /api/sdedit HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: "
+                  "application/json\r\nContent-Length: 1000000000\r\n\r\n{".encode())
         assert s.recv(200).startswith(b"HTTP/1.0 413")
     # a real image at strength 0 comes back as it went in (16x16, the model's size)
     face = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
@@ -231,7 +234,7 @@ def test_a_browser_that_goes_away_does_not_stop_the_server(pixel_server):
     host, port = pixel_server.removeprefix("http://").split(":")
     for _ in range(10):   # ask for images and hang up before the answer
         with socket.create_connection((host, int(port))) as s:
-            s.sendall(f"GET /api/jobs/{job}/image/0.png HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            s.sendall(f"GET /api/jobs/{job}/image/0.png HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     state = finished(pixel_server, job)
     assert call(pixel_server, state["result"]["images"][1]["url"])[0] == 200
 
@@ -366,7 +369,7 @@ def test_the_page_in_a_headless_chromium(ldm_server, tmp_path):
         assert browser.wait(f"{loaded} === 4 && 4", what="4 images of 32x32") == 4
         # the guidance interval of the form reached the job
         first = browser.run("return document.querySelector('#images img').src")
-        job = re.search(r"/api/jobs/(\d+)/", first).group(1)
+        job = re.search(r"/api/jobs/([\w-]+)/", first).group(1)
         status, described = call(ldm_server, f"/api/jobs/{job}")
         assert status == 200 and described["result"]["settings"]["guidance_interval"] == [0.2, 0.8]
         # moving the trajectory slider shows another x_t

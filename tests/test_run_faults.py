@@ -235,7 +235,8 @@ def test_stage3_refuses_a_negative_weight_decay(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, named", [
-    (["--guidance", "-5"], "--guidance -5.0: expected 0 or more"),
+    (["--guidance", "-5"], "--guidance -5.0: expected a finite number, 0 or more"),
+    (["--guidance", "inf"], "--guidance inf: expected a finite number, 0 or more"),
     (["--num-heads", "3"], "--num-heads 3: must divide the width"),
     (["--base-channels", "16"], "--base-channels 16"),
     (["--beta-schedule", "foo"], "--beta-schedule 'foo'"),

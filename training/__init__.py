@@ -8,7 +8,7 @@ per file, so that each stage script stays one flat loop a reader can follow top 
     ema           EMA: moving averages of the weights (exponential, or EDM2's power function)
     logger        MetricLogger: the logging window, metrics.jsonl, the NaN stop
     plots         plot_metrics, save_attention_figure
-    folders       check_new_run: a run is never overwritten silently
+    folders       check_new_run, lock_run: a run is never overwritten, one run per OUT at a time
     distributed   torchrun + DistributedDataParallel, used through Run
     speed         torch.compile, the clocks of where a step's time goes, the utilization
 

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from common.errors import CheckpointError
+
 
 def make_adam(optimizer_class, params, **kwargs) -> torch.optim.Optimizer:
     """Adam or AdamW with PyTorch's fused kernel where this torch has one for the device (CUDA,
@@ -26,11 +28,22 @@ def make_adam(optimizer_class, params, **kwargs) -> torch.optim.Optimizer:
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """optimizer.load_state_dict, keeping this run's kernel choice: the checkpoint may come from a
-    machine or torch version that used the other one (fused is a setting, not part of the state)."""
+    machine or torch version that used the other one (fused is a setting, not part of the state).
+    A state that does not fit this optimizer (other parameter groups, moments of other shapes)
+    is one line (CheckpointError), not a traceback at the first step."""
     kernels = [(group.get("fused"), group.get("foreach")) for group in optimizer.param_groups]
-    optimizer.load_state_dict(state)
+    misfit = "--resume: the checkpoint's optimizer state does not fit this run's optimizer"
+    try:
+        optimizer.load_state_dict(state)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{misfit} ({error})") from None
     for group, (fused, foreach) in zip(optimizer.param_groups, kernels):
         group["fused"], group["foreach"] = fused, foreach
+    for param, values in optimizer.state.items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                raise CheckpointError(f"{misfit} ({name} of shape {tuple(value.shape)} for a "
+                                      f"parameter of shape {tuple(param.shape)})")
 
 
 def warmup_lr(step: int, peak_lr: float, warmup_steps: int) -> float:

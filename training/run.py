@@ -27,16 +27,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common.checkpoints import load_checkpoint, save_checkpoint
+from common.checkpoints import entries_problem, load_checkpoint, save_checkpoint
 from common.config import flag, format_config, same_value, shown
 from common.device import auto_precision, autocast, configure_backends, make_grad_scaler
-from common.errors import ConfigError
+from common.errors import CheckpointError, ConfigError
 from common.paths import check_output, output_folder
-from common.randomness import set_rng_state
+from common.randomness import check_seed, rng_state_problem, set_rng_state
 from training.distributed import (Distributed, any_rank, barrier, cleanup_distributed,
                                   gather_rng_states, main_process_first, replica_difference,
                                   rng_state_for_rank, setup_distributed, wrap_ddp)
-from training.folders import check_new_run
+from training.folders import check_new_run, lock_run, release_lock
 from training.speed import CompileClock, device_peak, maybe_compile, step_flops
 
 
@@ -69,11 +69,16 @@ class Run:
     # ---- resuming and finishing --------------------------------------------------------------
 
     def resume(self, kind: str, check=None) -> dict | None:
-        """With --resume: OUT/checkpoint.pt (`check` as load_checkpoint's), checked against this
-        run's config (check_resume); None for a new run."""
+        """With --resume: OUT/checkpoint.pt (`check` as load_checkpoint's, and what training
+        needs besides: resume_problem), checked against this run's config (check_resume); None
+        for a new run."""
         if not self.cfg.resume:
             return None
-        state = load_checkpoint(self.checkpoint_path, kind=kind, check=check)
+        try:
+            state = load_checkpoint(self.checkpoint_path, kind=kind, check=lambda state: (
+                (check(state) if check is not None else None) or resume_problem(state)))
+        except CheckpointError as error:
+            raise CheckpointError(f"--resume: {error}") from None
         changed = check_resume(self.cfg, state["config"], self.checkpoint_path)
         if changed:
             self.print(f"resume: these settings differ from the checkpoint's: {', '.join(changed)}")
@@ -92,12 +97,14 @@ class Run:
         return state["step"]
 
     def finish(self, model: torch.nn.Module | None = None) -> None:
-        """Under torchrun: check that the replicas of `model` agree, and leave the process group."""
+        """Under torchrun: check that the replicas of `model` agree, and leave the process group.
+        Release OUT/run.lock (an error or Ctrl-C releases it when the process exits)."""
         if self.ranks.world_size > 1 and model is not None:
             difference = replica_difference(model, self.ranks)
             self.print(f"DDP: the weights of the {self.ranks.world_size} processes differ by at "
                        f"most {difference}")
         cleanup_distributed(self.ranks)
+        release_lock(self.out)  # OUT/run.lock, taken by start_run
 
     # ---- what a stage's loop asks of its device and processes ---------------------------------
 
@@ -125,7 +132,11 @@ class Run:
         """For MetricLogger's utilization: the FLOPs of one item's training forward and backward,
         counted on meta copies of `modules` at this process's batch (training/speed.py
         step_flops: no compute, no effect on the run), and the peak TFLOP/s of this device's
-        class at --precision, times the processes (None for a device of no known class)."""
+        class at --precision, times the processes (None for a device of no known class). On the
+        CPU nothing is counted, (0, None): the counter's first use costs about a second of
+        start-up, and a CPU has no published peak here."""
+        if self.device.type == "cpu":
+            return 0.0, None
         batch = len(inputs[0])
         per_item = step_flops(loss_of, modules, inputs) / batch
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else ""
@@ -156,11 +167,14 @@ class Run:
 def start_run(cfg) -> Run:
     """Join the processes (under torchrun), pick the device and set its backends (TF32, or
     --deterministic), check and create OUT (an existing run in it is refused unless --resume or
-    --overwrite), resolve --precision auto, and print the config."""
+    --overwrite, a run still writing there always: OUT/run.lock, training/folders.py), resolve
+    --precision auto, and print the config."""
+    check_seed(cfg.seed)  # before anything is started or written
     ranks, device = setup_distributed(cfg.device)
     # TF32 and autotuning, or --deterministic: set before the first matrix product on the device
     backends_note = configure_backends(device, getattr(cfg, "deterministic", False))
     run = Run(cfg, ranks, device, check_output("--out", cfg.out))  # every rank looks first
+    lock_run(run.out, ranks)  # one run per --out at a time: a second one is refused
     old_files = check_new_run(cfg, run.out)
     barrier(ranks)  # every rank has looked before the first one deletes or writes anything
     if run.is_main:
@@ -197,6 +211,64 @@ def check_resume(cfg, saved: dict, path: Path) -> list[str]:
                               "(give the checkpoint's value, or start a new run in another --out)")
         changed.append(field.name)
     return sorted(changed)
+
+
+# What a checkpoint holds to resume training, besides what sampling reads (the kind's check): the
+# optimizers' states, and the weights that only training uses. Every one also holds the RNG
+# states of its processes ("rng"); a loss scaler's state, where there is one, is checked too.
+RESUME_ENTRIES = {"ddpm": ("optimizer",), "ldm": ("optimizer",), "clip": ("optimizer",),
+                  "vae": ("optimizer", "optimizer_discriminator", "discriminator")}
+SCALER_ENTRIES = {"scale": float, "growth_factor": float, "backoff_factor": float,
+                  "growth_interval": int, "_growth_tracker": int}
+
+
+def resume_problem(state: dict) -> str | None:
+    """What keeps a checkpoint (already checked by its kind's check) from resuming its training,
+    or None: optimizer states, RNG states, and scaler states that can be loaded."""
+    for entry in RESUME_ENTRIES.get(state["kind"], ()):
+        if entry not in state:
+            return f"it has no {entry!r} (it cannot resume training)"
+        problem = (entries_problem(state, {entry: dict}, "it") if entry == "discriminator" else
+                   optimizer_problem(state[entry], entry))
+        if problem:
+            return problem
+    for entry in ("scaler", "scaler_discriminator"):
+        scaler = state.get(entry, {})
+        problem = (entries_problem({entry: scaler}, {entry: dict}, "it")
+                   or (entries_problem(scaler, SCALER_ENTRIES, f"its {entry}") if scaler else None))
+        if problem:
+            return problem
+        if scaler and not scaler["scale"] > 0:
+            return f"its {entry} has scale {scaler['scale']}: expected a positive number"
+    ranks = state.get("rng")
+    if not isinstance(ranks, list) or not ranks:
+        return (f"it has rng = {str(ranks)[:40]!r}: expected the random states of its processes"
+                if "rng" in state else "it has no 'rng' (the random states of its processes)")
+    for rank, rng in enumerate(ranks):
+        if problem := rng_state_problem(rng, f"its rng of process {rank}"):
+            return problem
+    return None
+
+
+def optimizer_problem(state, entry: str) -> str | None:
+    """What keeps a stored optimizer state (optimizer.state_dict()) from being loaded, or None:
+    param_groups of parameter numbers, and per parameter finite floating-point tensors."""
+    if not (isinstance(state, dict) and isinstance(state.get("state"), dict)
+            and isinstance(state.get("param_groups"), list) and state["param_groups"]
+            and all(isinstance(group, dict) and isinstance(group.get("params"), list)
+                    and all(isinstance(i, int) for i in group["params"])
+                    for group in state["param_groups"])):
+        return f"it has {entry} = {str(state)[:40]!r}: expected an optimizer's state"
+    numbers = {i for group in state["param_groups"] for i in group["params"]}
+    for number, values in state["state"].items():
+        if number not in numbers or not isinstance(values, dict):
+            return f"its {entry} has a state for parameter {number!r}, which it does not optimize"
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor) and not (value.is_floating_point()
+                                                        and bool(torch.isfinite(value).all())):
+                return (f"its {entry} has {name} of parameter {number} = {str(value)[:40]!r}: "
+                        "expected finite floating-point numbers")
+    return None
 
 
 def due(done: int, every: int) -> bool:
