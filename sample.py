@@ -174,10 +174,13 @@ def slug(text: str, length: int = 40) -> str:
     return words or "prompt_" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 
 
-def trajectory_columns(scheduler, strength: float) -> list[int]:
-    """Up to 8 evenly spaced timesteps among those the run visits."""
+def trajectory_columns(scheduler, strength: float, columns: int = 8) -> list:
+    """Up to `columns` timesteps evenly spread over those the run visits, the first and the last
+    included: at the last one the predicted x_0 is the image the run returns."""
     run_steps = visited_timesteps(scheduler, strength)
-    return run_steps[::max(1, len(run_steps) // 8)][:8] if run_steps else []
+    if len(run_steps) <= columns:
+        return list(run_steps)
+    return [run_steps[round(i * (len(run_steps) - 1) / (columns - 1))] for i in range(columns)]
 
 
 def trajectory_strip(trajectory: list, max_images: int = 4) -> torch.Tensor:
@@ -203,9 +206,14 @@ def write_outputs(args, pipe: Pipeline, jobs: list, images: torch.Tensor, trajec
     if trajectory:
         strip_path = out.with_name(out.stem + "_trajectory.png")
         decoded = [(t, pipe.decode(x_t), pipe.decode(x0)) for t, x_t, x0 in trajectory]
-        save_grid(trajectory_strip(decoded), strip_path, nrow=len(decoded))
-        print(f"wrote {strip_path}: x_t (odd rows) and predicted x_0 (even rows) at steps "
-              f"{', '.join(str(int(t)) for t, _, _ in trajectory)}")
+        strip = trajectory_strip(decoded)                   # (2 * images * columns, 3, H, W)
+        rows = [f"image {i // 2 + 1}: {('x_t', 'predicted x_0')[i % 2]}"
+                for i in range(len(strip) // len(decoded))]
+        columns = [f"t = {t:g}" for t, _, _ in trajectory]
+        columns[-1] += " (last)"
+        save_labelled_grid(strip, strip_path, rows, columns, scale=args.upscale)
+        print(f"wrote {strip_path}: x_t and the predicted x_0 of each image at {len(columns)} "
+              "steps; the last predicted x_0 is the image the run returns")
     if args.out_dir:
         out_dir, index = Path(args.out_dir), []
         for i, ((prompt, seed), image) in enumerate(zip(jobs, images)):

@@ -117,3 +117,16 @@ def test_bad_combinations_are_refused():
         sample(Recorder(), DDIMScheduler(), noise(0), strength=0.5, progress=False)
     with pytest.raises(ValueError, match="strength"):
         sample(Recorder(), DDIMScheduler(), noise(0), x_init=noise(1), strength=1.5, progress=False)
+
+
+@pytest.mark.parametrize("name, steps", [("ddim", 50), ("dpm++", 20), ("ddim", 5)])
+def test_the_trajectory_strip_spans_the_run_to_its_last_step(name, steps):
+    """sample.py --trajectory: 8 columns (or every step of a shorter run) from the first visited
+    timestep to the last, where the predicted x_0 is the returned image; DDIM 50 used to stop at
+    t = 140 and DPM-Solver++ 20 at t = 299."""
+    from diffusion import make_sampler, visited_timesteps
+    from sample import trajectory_columns
+    scheduler, _ = make_sampler(DDPMScheduler(num_train_timesteps=1000), name, steps)
+    visited, shown = visited_timesteps(scheduler), trajectory_columns(scheduler, 1.0)
+    assert len(shown) == min(8, steps) and shown[0] == visited[0] and shown[-1] == visited[-1]
+    assert shown == sorted(set(shown), reverse=True)  # distinct, in the loop's order
