@@ -74,4 +74,5 @@ def load_square_image(path: str | Path, size: int) -> np.ndarray:
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """(S, S, 3) uint8 -> (1, 3, S, S) float32 in [-1, 1], the range the models work in."""
-    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    # a copy: PIL's arrays are read-only, which torch.from_numpy warns about
+    return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 127.5 - 1.0

@@ -122,3 +122,18 @@ def test_a_celeba_image_that_is_a_folder_says_so(tmp_path):
     (folder / "000003.jpg").mkdir()
     assert raises_one_line(str(tmp_path / "celeba"), 16, cache_dir=tmp_path / "cache") == (
         f"list_attr_celeba.txt names 000003.jpg, which is a folder in {folder}, not an image file")
+
+
+def test_an_init_image_becomes_a_tensor_without_a_warning(tmp_path):
+    """sample.py --init-image: PIL's pixels are a read-only array; torch warned ("non-writable
+    NumPy array") on every call before the copy."""
+    import warnings
+
+    from PIL import Image
+
+    from data.images import load_square_image, to_tensor
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "red.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = to_tensor(load_square_image(tmp_path / "red.png", 16))
+    assert x.shape == (1, 3, 16, 16) and x[0, 0].eq(1).all() and x[0, 1:].eq(-1).all()
