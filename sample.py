@@ -31,6 +31,7 @@ import json
 import math
 import re
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,7 @@ class Config:
                                                   "1: pure noise), the conditional model alone "
                                                   "elsewhere (Kynkaenniemi et al. 2024); default: "
                                                   "every step (docs/guidance-interval.md)")
+    words: bool = option(False, "print the words the model's text encoder knows, then stop")
     attention_maps: bool = option(False, "also save OUT_attention.png: where each word's "
                                          "cross-attention looks")
     # outputs
@@ -101,6 +103,15 @@ class Config:
                              "--out-dir keeps the original pixels")
     batch_size: int = option(64, "images denoised at once")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+
+
+def words_listing(words: list[str], width: int = 100) -> str:
+    """--words: the vocabulary, alphabetical and wrapped, and what it cannot tell."""
+    listing = textwrap.fill(", ".join(sorted(words)), width)
+    return (f"{len(words)} words, each known from the training captions:\n{listing}\n"
+            "Any other word becomes <unk> (sample.py names it). A known word used in a way the "
+            "captions never used it\n(\"red\" learned from \"red lips\", asked for hair) "
+            "passes unnoticed: no check can see that.")
 
 
 def read_image(path: str, size: int) -> torch.Tensor:
@@ -254,6 +265,11 @@ def main():
             "end): give a smaller --n, or split the prompts over several runs")
     device = pick_device(args.device)
     pipe = load_pipeline(args.ckpt, device, use_ema=args.ema, ema_length=args.ema_length or None)
+    if args.words:  # what a prompt can say to this model
+        require(pipe.text is not None, f"--words: {args.ckpt} has no text encoder, so it knows "
+                                       "no words")
+        print(words_listing(pipe.text.tokenizer.words))
+        return
     prompts = model_prompts(args, prompts, pipe)
     n = args.n or (64 if pipe.vae is None else PER_PROMPT)  # a pixel grid, or a row per prompt
     guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance

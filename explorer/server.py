@@ -260,7 +260,8 @@ class Handler(BaseHTTPRequestHandler):
                              "sampler": e.default_sampler},
                 "limits": vars(self.limits), "sweep": list(SWEEP_SCALES),
                 "clip": e.clip is not None, "clip_note": e.clip_note,
-                "vocabulary": len(e.vocabulary())}
+                "vocabulary": len(e.vocabulary()),
+                "words": sorted(e.pipe.text.tokenizer.words) if e.has_text else []}
 
     def send_job(self, job_id: str, rest: str) -> None:
         job = self.jobs.jobs.get(job_id)

@@ -63,6 +63,12 @@ class Tokenizer:
     def __len__(self) -> int:
         return len(self.vocabulary)
 
+    @property
+    def words(self) -> list[str]:
+        """The words a prompt can use, in the vocabulary's order (most frequent in training
+        first), without the special tokens."""
+        return self.vocabulary[len(SPECIAL_TOKENS):]
+
     def unknown_words(self, text: str) -> list[str]:
         """The words of text that are not in the vocabulary, in order, each once."""
         return list(dict.fromkeys(w for w in split_words(text) if w not in self.ids))

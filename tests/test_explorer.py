@@ -128,9 +128,12 @@ def test_explore_refuses_a_missing_checkpoint_and_a_taken_port(ldm_run):
 
 # ---- static files: the page's own, nothing else ------------------------------------------------
 
-def test_the_page_and_only_its_files_are_served(ldm_server):
+def test_the_page_and_only_its_files_are_served(ldm_server, ldm_run):
     status, page = call(ldm_server, "/")
     assert status == 200 and b"<title>Diffusion explorer</title>" in page
+    # the model's words, listed on the page (issue 28): its tokenizer's, without special tokens
+    known = torch.load(ldm_run / "checkpoint.pt", weights_only=True)["tokenizer"]["vocabulary"]
+    assert call(ldm_server, "/api/info")[1]["words"] == sorted(known[4:])
     with urllib.request.urlopen(ldm_server + "/") as response:
         assert "default-src 'self'" in response.headers["Content-Security-Policy"]
     # every file the page names (scripts, styles, the docs and code it links) is there
@@ -398,3 +401,6 @@ def test_the_page_in_a_headless_chromium(ldm_server, tmp_path):
         outside = [r for r in resources if not r.startswith(ldm_server + "/")]
         assert outside == [], outside
         assert browser.run("return document.querySelectorAll('script[type=module]').length") == 1
+        # the words the model knows, listed under its description (issue 28)
+        assert browser.run("return document.getElementById('words-box').hidden") is False
+        assert " words: " in browser.run("return document.getElementById('words').textContent")

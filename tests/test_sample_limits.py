@@ -97,3 +97,28 @@ def test_prompts_are_encoded_in_batches_of_at_most_batch_size(text_ckpt, monkeyp
     assert code == 0, err
     assert encoded and max(encoded) <= 2, encoded  # the prompts, and the negative prompt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "prompts.txt"]  # no probe
+
+
+def test_words_lists_the_vocabulary_and_samples_nothing(text_ckpt, no_sampling, capsys,
+                                                        monkeypatch, tmp_path):
+    """sample.py --words (issue 28): every word the checkpoint's tokenizer knows, alphabetical,
+    none of the special tokens, and the note on what no check can see; no image is made."""
+    import sys
+
+    import torch
+    state = torch.load(text_ckpt, weights_only=True)
+    known = state["tokenizer"]["vocabulary"][4:]
+    monkeypatch.setattr(sys, "argv", ["sample.py", "--ckpt", text_ckpt, "--words", "--device",
+                                      "cpu", "--out", str(tmp_path / "grid.png")])
+    importlib.import_module("sample").main()
+    out = capsys.readouterr().out
+    listed = out.split("each known from the training captions:\n")[1].split("\nAny other")[0]
+    assert listed.replace("\n", " ").split(", ") == sorted(known) and "<unk>" not in listed
+    assert f"{len(known)} words" in out and "passes unnoticed" in out
+    assert not (tmp_path / "grid.png").exists()
+
+
+def test_words_on_a_model_without_text_is_one_line(capsys, tmp_path):
+    from tests.fixed_checkpoints import pixel_checkpoint
+    ckpt = pixel_checkpoint(tmp_path / "pixel.pt", tmp_path / "cache")
+    refused(["--ckpt", str(ckpt), "--words"], capsys, "--words:", "has no text encoder")

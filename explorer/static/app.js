@@ -215,6 +215,10 @@ async function start() {
   $("model").textContent = `${info.checkpoint}: ${info.kind}, ${info.size}x${info.size} images, ` +
     `${info.step} training steps, T = ${info.timesteps}. At most ${info.limits.max_images} images ` +
     `and ${info.limits.max_steps} steps per request.`;
+  if (info.words.length) {
+    $("words").textContent = `${info.words.length} words: ${info.words.join(", ")}`;
+    $("words-box").hidden = false;
+  }
   $("sampler").replaceChildren(...info.samplers.map((name) => new Option(name, name)));
   for (const [name, value] of Object.entries(info.defaults)) {
     if ($(name) && name !== "prompt") $(name).value = value;
