@@ -53,7 +53,8 @@ from common import (check_output, check_seed, format_config, main_guard, option,
                     upscaled)
 from data import load_dataset
 from data.captions import combined_requirements, full_caption, single_requirements
-from diffusion import Pipeline, SAMPLERS, default_sampler, generate, load_pipeline, make_sampler
+from diffusion import (Pipeline, SAMPLERS, default_sampler, generate, load_pipeline, make_sampler,
+                       model_calls)
 from diffusion.guidance import check_interval
 from evaluation.frechet import evenly_spaced, frechet_report
 from evaluation.judge import judge_dataset, judge_images, load_judge
@@ -136,11 +137,14 @@ def generate_images(pipe: Pipeline, prompts: list[str], n: int, guidance: float,
         return {}
     generator = torch.Generator().manual_seed(0)
     images = []
-    for start in tqdm(range(0, len(jobs), batch_size), desc=desc, leave=False):
-        batch = jobs[start:start + batch_size]
-        images.append(generate(pipe, [p for p, _ in batch], [s for _, s in batch], guidance,
-                               scheduler, eta=eta, generator=generator,
-                               guidance_interval=guidance_interval).images.clamp(-1, 1))
+    batches = -(-len(jobs) // batch_size)  # one tick per UNet call of a batch, with the time left
+    with tqdm(total=batches * model_calls(scheduler), unit="step",
+              desc=f"{desc}: {len(jobs)} images") as progress:
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start:start + batch_size]
+            images.append(generate(pipe, [p for p, _ in batch], [s for _, s in batch], guidance,
+                                   scheduler, eta=eta, generator=generator, on_step=progress.update,
+                                   guidance_interval=guidance_interval).images.clamp(-1, 1))
     return dict(zip(prompts, torch.cat(images).split(n)))
 
 

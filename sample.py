@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from common import (ConfigError, DataError, check_output, check_seed, format_config, main_guard,
                     option, parse_config, pick_device, require, save_grid, save_labelled_grid,
@@ -43,7 +44,7 @@ from common import (ConfigError, DataError, check_output, check_seed, format_con
 from data.files import read_utf8
 from data.images import IMAGE_EXTENSIONS, load_square_image, to_tensor
 from diffusion import (Pipeline, SAMPLERS, default_sampler, generate, load_pipeline, make_sampler,
-                       visited_timesteps)
+                       model_calls, visited_timesteps)
 from diffusion.guidance import check_interval
 from models import AttentionRecorder
 from training.plots import save_attention_figure
@@ -292,6 +293,10 @@ def main():
     generator = torch.Generator().manual_seed(args.seed)  # the noise of stochastic steps
     images, trajectory, attention = [], [], []
     C, h, w = pipe.sample_shape
+    # one tick per UNet call of a batch, with the time left: batches x calls per image
+    batches = -(-len(jobs) // args.batch_size)
+    progress = tqdm(total=batches * model_calls(scheduler, strength), unit="step",
+                    desc=f"sampling {len(jobs)} image(s) in {batches} batch(es)")
     for start in range(0, len(jobs), args.batch_size):
         batch = jobs[start:start + args.batch_size]
         recorder = AttentionRecorder(pipe.unet, len(batch), (h, w)) if args.attention_maps else None
@@ -299,12 +304,14 @@ def main():
         result = generate(pipe, [p for p, _ in batch], [s for _, s in batch], guidance, scheduler,
                           negative_prompt=args.negative_prompt, eta=eta, generator=generator,
                           x_init=x_init, strength=strength, recorder=recorder,
-                          trajectory_steps=shown, guidance_interval=interval)
+                          trajectory_steps=shown, guidance_interval=interval,
+                          on_step=progress.update)
         images.append(result.images)
         trajectory = trajectory or result.trajectory
         if recorder is not None:
             attention.append(recorder.maps())
             recorder.close()
+    progress.close()
     images = torch.cat(images)
 
     write_outputs(args, pipe, jobs, images, trajectory, guidance,

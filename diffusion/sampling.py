@@ -81,6 +81,14 @@ def visited_timesteps(scheduler: DDPMScheduler | FlowSampler, strength: float = 
     return [t for t in scheduler.timesteps.tolist() if t < t_start]
 
 
+def model_calls(scheduler: DDPMScheduler | FlowSampler, strength: float = 1.0) -> int:
+    """The UNet calls one image of a run at `strength` takes (a progress bar's length): one per
+    visited timestep, or what the flow sampler's solver needs (Heun: two per step but the last)."""
+    if isinstance(scheduler, FlowSampler):
+        return scheduler.model_calls(strength)
+    return len(visited_timesteps(scheduler, strength))
+
+
 @torch.no_grad()
 def sample(model_fn, scheduler: DDPMScheduler, x_T: torch.Tensor, num_steps: int | None = None,
            eta: float = 0.0, generator: torch.Generator | None = None,

@@ -28,7 +28,7 @@ from data.images import load_square_image, to_tensor
 from data.latents import load_latents
 from diffusion.flow import FLOW_SAMPLERS, FlowMatching
 from diffusion.pipeline import checkpoint_problem, generate, pipeline_from_state
-from diffusion.sampling import DDPM_SAMPLERS, make_sampler, visited_timesteps
+from diffusion.sampling import DDPM_SAMPLERS, make_sampler, model_calls, visited_timesteps
 from models.attention import AttentionRecorder
 from models.clip import load_clip
 from models.clip_eval import caption_keys, embed_latents, embed_texts
@@ -153,10 +153,7 @@ class Explorer:
 
     def model_calls(self, settings: Settings, strength: float = 1.0) -> int:
         """The model calls one image of these settings takes (the progress bar's length)."""
-        scheduler = self.scheduler_for(settings)[0]
-        if self.is_flow:
-            return scheduler.model_calls(strength)
-        return len(visited_timesteps(scheduler, strength))
+        return model_calls(self.scheduler_for(settings)[0], strength)
 
     def _sample(self, settings: Settings, seeds: list[int], guidance: float, on_step=None,
                 x_init: torch.Tensor | None = None, strength: float = 1.0,

@@ -198,6 +198,7 @@ def test_evaluate_reports_prompt_following_against_the_unconditional_baseline(ld
                   "--real-images", "32", "--classifier-steps", "5", "--device", "cpu",
                   "--out", str(out)])
     assert "prompt following at guidance" in result.stdout
+    assert "images: 100%" in result.stderr  # its sampling shows a bar (it used to look stuck)
     report = json.loads((out / "eval.json").read_text())
     assert report["summary"]["single"]["prompts"] == 16  # 15 attributes and "a woman"
     assert report["summary"]["pair"]["prompts"] == 2 and report["summary"]["triple"]["prompts"] == 2

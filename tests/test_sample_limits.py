@@ -122,3 +122,17 @@ def test_words_on_a_model_without_text_is_one_line(capsys, tmp_path):
     from tests.fixed_checkpoints import pixel_checkpoint
     ckpt = pixel_checkpoint(tmp_path / "pixel.pt", tmp_path / "cache")
     refused(["--ckpt", str(ckpt), "--words"], capsys, "--words:", "has no text encoder")
+
+
+def test_sampling_shows_a_progress_bar_that_ends_at_its_total(text_ckpt, capsys, monkeypatch,
+                                                              tmp_path):
+    """sample.py said nothing while it sampled (issue 28): a bar counts the UNet calls, 2 batches
+    of 3 DDIM steps here, and ends full."""
+    import sys
+    monkeypatch.setattr(sys, "argv", ["sample.py", "--ckpt", text_ckpt, "--prompt", "a man",
+                                      "--n", "3", "--batch-size", "2", "--steps", "3",
+                                      "--device", "cpu", "--out", str(tmp_path / "grid.png")])
+    importlib.import_module("sample").main()
+    err = capsys.readouterr().err
+    assert "sampling 3 image(s) in 2 batch(es)" in err and "6/6" in err
+    assert (tmp_path / "grid.png").exists()
