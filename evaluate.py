@@ -90,7 +90,8 @@ class Config:
                                     "(every set is cut to the smallest) and real images for the "
                                     "CLIP score")
     classifier_steps: int = option(2000, "training steps of the judge when it is not cached")
-    judge_dir: str = option("", "where the judge is cached (one file per data, size and steps); "
+    judge_dir: str = option("", "where the judge is cached (one file per data, size, steps, lr and "
+                                "batch size); "
                                 "default: the data's --cache-dir")
     retrain_judge: bool = option(False, "train the judge again even when it is cached (and write "
                                         "over the cached one)")

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from common.checkpoints import (entries_problem, load_checkpoint, load_weights, save_checkpoint,
                                 weights_problem)
-from common.errors import CheckpointError, ConfigError, warn
+from common.errors import CheckpointError, ConfigError
 from data import ImageDataset, load_dataset
 from data.augment import augment
 from data.files import make_folder
@@ -59,31 +59,37 @@ def train_judge(train: ImageDataset, held_out: ImageDataset, steps: int, device,
     labels = torch.from_numpy(held_out.attributes) > 0
     accuracy = ((probabilities > 0.5) == labels).float().mean(0)
     return {"kind": "classifier", "model": model.state_dict(), "num_attributes": labels.shape[1],
-            "attribute_names": train.attribute_names, "steps": steps,
+            "attribute_names": train.attribute_names, "steps": steps, "lr": lr,
+            "batch_size": batch_size,
             "val_accuracy": {name: accuracy[i].item() for i, name in enumerate(train.attribute_names)}}
 
 
-def cached_judge(path: Path, attribute_names: list[str], steps: int) -> dict | None:
-    """The judge cached at `path` when it was trained for these attributes and steps, else None.
-    A cache that cannot be read (a torn write, another kind of file) is only a warning: a new
-    judge is trained and written over it."""
+def cached_judge(path: Path, attribute_names: list[str], settings: dict) -> tuple[dict | None, str]:
+    """(the judge cached at `path`, "") when it was trained on these attributes with these
+    settings (steps, lr, batch_size), else (None, why not): no file, other attributes or settings,
+    or a cache that cannot be read (a torn write, another kind of file), which is then written
+    over."""
     if not path.is_file():
-        return None
+        return None, f"no judge cached at {path}"
     try:
         state = load_checkpoint(path, kind="classifier", check=judge_problem)
     except CheckpointError as error:
-        reason = str(error).removeprefix(f"checkpoint {path}: ")
-        warn(f"judge cache {path}: {reason}; training a new one in its place")
-        return None
-    if state.get("attribute_names") != attribute_names or state["steps"] != steps:
-        return None  # a judge of other attributes or training steps: train the one asked for
-    return state
+        return None, f"the judge cached at {path} cannot be read ({error})"
+    if state.get("attribute_names") != attribute_names:
+        return None, f"the judge cached at {path} judges other attributes"
+    stored = {name: state.get(name) for name in settings}
+    if stored != settings:
+        return None, f"the judge cached at {path} was trained with {stored}, not {settings}"
+    return state, ""
 
 
-def judge_path(folder: Path, data_name: str, size: int, steps: int) -> Path:
-    """Where the judge of a dataset is cached: one file per (data, size, training steps), so that a
-    judge of another length is never read, nor written over, in its place."""
-    return Path(folder) / f"classifier-{data_name.replace('/', '_').replace(':', '_')}-{size}px-{steps}steps.pt"
+def judge_path(folder: Path, data_name: str, size: int, settings: dict) -> Path:
+    """Where the judge of a dataset is cached: one file per (data, size, steps, lr, batch_size),
+    everything that defines it (its architecture, seed and augmentation are fixed), so that a judge
+    trained otherwise is never read, nor written over, in its place."""
+    data = data_name.replace("/", "_").replace(":", "_")
+    return Path(folder) / (f"classifier-{data}-{size}px-{settings['steps']}steps-"
+                           f"lr{settings['lr']:g}-batch{settings['batch_size']}.pt")
 
 
 def load_judge(data: str, size: int, cache_dir: Path, steps: int, device, retrain: bool,
@@ -96,16 +102,21 @@ def load_judge(data: str, size: int, cache_dir: Path, steps: int, device, retrai
     if train.attributes is None:
         raise ConfigError(f"the dataset {data} has no attribute labels: evaluate.py judges "
                           "attributes (synthetic faces or CelebA)")
-    path = judge_path(make_folder(judge_dir or cache_dir), train.name, size, steps)
-    state = None if retrain else cached_judge(path, train.attribute_names, steps)
+    settings = {"steps": steps, "lr": lr, "batch_size": batch_size}
+    path = judge_path(make_folder(judge_dir or cache_dir), train.name, size, settings)
+    state, why = (None, "--retrain-judge") if retrain else cached_judge(
+        path, train.attribute_names, settings)
     if state is None:
+        print(f"judge: training one ({why}): {steps} steps of {batch_size} real images at lr "
+              f"{lr:g}, then cached in {path}")
         held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
         started = time.time()
         state = train_judge(train, held_out, steps, device, lr, batch_size, chunk)
         save_checkpoint(path, state)
         print(f"trained the judge in {time.time() - started:.0f} s, cached in {path}")
     else:
-        print(f"judge: {path}")
+        print(f"judge: loaded {path} ({steps} steps of {batch_size} at lr {lr:g}; mean held-out "
+              f"accuracy {sum(state['val_accuracy'].values()) / len(state['val_accuracy']):.3f})")
     model = AttributeClassifier(state["num_attributes"])
     load_weights(model, state["model"], f"judge {path}")
     return model.to(device).eval().requires_grad_(False), state

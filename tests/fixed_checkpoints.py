@@ -27,6 +27,7 @@ VAE = {"base_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "latent
        "attention": False}
 TEXT = {"text_width": 32, "text_layers": 1, "text_heads": 4}
 IMAGE_SIZE = 16
+JUDGE_LR, JUDGE_BATCH = 2e-3, 64  # evaluate.py's --judge-lr and --judge-batch-size defaults
 
 
 def perturbed(module: torch.nn.Module, seed: int, scale: float = 0.05) -> dict:
@@ -83,10 +84,12 @@ def judge_cache(cache_dir: Path, data_name: str, steps: int, seed: int = 0) -> P
     AttributeClassifier, so evaluate.py loads it instead of training one."""
     torch.manual_seed(seed)
     model = AttributeClassifier(len(SYNTHETIC_ATTRIBUTES))
-    path = judge_path(cache_dir, data_name, IMAGE_SIZE, steps)
+    path = judge_path(cache_dir, data_name, IMAGE_SIZE, dict(steps=steps, lr=JUDGE_LR,
+                                                            batch_size=JUDGE_BATCH))
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"kind": "classifier", "model": perturbed(model, seed, 0.2),
                 "num_attributes": len(SYNTHETIC_ATTRIBUTES),
-                "attribute_names": list(SYNTHETIC_ATTRIBUTES), "steps": steps,
+                "attribute_names": list(SYNTHETIC_ATTRIBUTES), "steps": steps, "lr": JUDGE_LR,
+                "batch_size": JUDGE_BATCH,
                 "val_accuracy": {name: 0.5 for name in SYNTHETIC_ATTRIBUTES}}, path)
     return path

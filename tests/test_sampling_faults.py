@@ -117,7 +117,30 @@ def test_a_corrupt_judge_cache_is_a_warning_and_is_trained_again(text_ckpt, vae_
     [judge] = cache.glob("classifier-*.pt")
     judge.write_bytes(b"PK\x03\x04 a torn write")
     second = run(args)
-    assert f"warning: judge cache {judge}" in second.stderr
-    assert "training a new one" in second.stderr and "Traceback" not in second.stderr
+    assert f"judge: training one (the judge cached at {judge} cannot be read" in second.stdout
+    assert "Traceback" not in second.stderr
     assert "trained the judge" in second.stdout and "prompt following" in second.stdout
     assert torch.load(judge, weights_only=True)["kind"] == "classifier"  # written over
+    # issue 28: the next run says in one line what it loads, and trains nothing
+    third = run(args)
+    assert f"judge: loaded {judge} (" in third.stdout and "trained the judge" not in third.stdout
+
+
+def test_the_judge_cache_is_keyed_by_everything_that_defines_the_judge(tmp_path):
+    """issue 28: a judge of other steps, learning rate or batch has another file, and a file whose
+    settings differ from the ones asked for is not used (with the reason, in one line)."""
+    from evaluation.judge import cached_judge, judge_path
+    from tests.fixed_checkpoints import JUDGE_BATCH, JUDGE_LR, judge_cache
+    data = "synthetic-64-n64-seed0-train"
+    path = judge_cache(tmp_path, data, steps=5)
+    settings = dict(steps=5, lr=JUDGE_LR, batch_size=JUDGE_BATCH)
+    names = torch.load(path, weights_only=True)["attribute_names"]
+    assert path == judge_path(tmp_path, data, 16, settings) and cached_judge(path, names,
+                                                                             settings)[0]
+    others = [dict(settings, steps=6), dict(settings, lr=1e-3), dict(settings, batch_size=32)]
+    assert len({judge_path(tmp_path, data, 16, other) for other in others} | {path}) == 4
+    for other in others:  # read at this path anyway (a renamed file): refused, with the reason
+        state, why = cached_judge(path, names, other)
+        assert state is None and "was trained with" in why and str(other) in why
+    assert cached_judge(tmp_path / "none.pt", names, settings) == (
+        None, f"no judge cached at {tmp_path / 'none.pt'}")
