@@ -71,7 +71,8 @@ demo: $(VENV)/.installed
 	@cp docs/demo_prompts.txt $(DEMO)/prompts.txt
 	$(PY) -m docs.demo_page --run $(DEMO)
 	@echo "demo done: open $(DEMO)/README.md"
-	@echo "explore it in your browser: $(PY) explore.py --ckpt $(DEMO)/ldm/checkpoint.pt, then open http://127.0.0.1:8000/"
+	@echo "what to try next (with .venv/bin/python; README.md has the same list):"
+	@sed 's|runs/demo/|$(DEMO)/|g' docs/demo_next.txt
 
 clean-venv:
 	rm -rf $(VENV)

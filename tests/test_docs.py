@@ -259,3 +259,21 @@ def test_the_stated_defaults_check_catches_the_old_page_11_and_16_values():
     fixed = ("For the first `--disc-start` steps (2000 by default, 2400 in `--preset cpu`; and "
              "(`--classifier-steps` 2000 by default, batch 64; `--head-mult` 1 2 4")
     assert stated_value_problems(fixed, "fixed") == []
+
+
+def test_what_to_try_after_the_demo_is_in_the_readme_and_every_command_parses():
+    """issue 28: `make demo` prints docs/demo_next.txt and the README holds the same block; each
+    line is a script of this project with flags its Config knows, on runs/demo's checkpoints."""
+    import importlib
+
+    from common.config import parse_config
+    block = (ROOT / "docs" / "demo_next.txt").read_text()
+    assert "```bash\n" + block + "```" in (ROOT / "README.md").read_text()
+    assert "docs/demo_next.txt" in (ROOT / "Makefile").read_text()
+    for line in block.splitlines():
+        words = shlex.split(line.split("  #")[0], comments=False)
+        assert words[0] == "python" and (ROOT / words[1]).is_file(), line
+        assert "runs/demo/" in line and all("runs/" not in w or w.startswith("runs/demo/")
+                                            for w in words), line
+        module = importlib.import_module(words[1].removesuffix(".py"))
+        parse_config(module.Config, words[2:])  # an unknown flag exits: SystemExit fails the test
