@@ -38,10 +38,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common import (ConfigError, DataError, check_output, check_seed, format_config, main_guard,
+from common import (ConfigError, check_output, check_seed, format_config, main_guard,
                     option, parse_config, pick_device, require, save_grid, save_labelled_grid,
                     upscaled)
-from data.files import read_utf8
+from data.files import read_prompts_file
 from data.images import IMAGE_EXTENSIONS, load_square_image, to_tensor
 from diffusion import (Pipeline, SAMPLERS, default_sampler, generate, load_pipeline, make_sampler,
                        model_calls, visited_timesteps)
@@ -123,26 +123,12 @@ def read_image(path: str, size: int) -> torch.Tensor:
         raise ConfigError(f"--init-image {path}: not a readable image ({error})") from None
 
 
-def read_prompts_file(path: Path) -> list[str]:
-    """The prompts of --prompts-file: one per line, blank lines skipped; at least one."""
-    if not path.is_file():
-        raise ConfigError(f"--prompts-file {path}: no such file")
-    try:
-        text = read_utf8(path)
-    except DataError as error:  # "PATH:LINE: byte N of the file (0x..) is not UTF-8; ..."
-        raise ConfigError(f"--prompts-file {error}") from None
-    prompts = [line.strip() for line in text.splitlines() if line.strip()]
-    require(len(prompts) > 0, f"--prompts-file {path}: no prompt in it (expected one per line; "
-                              "for unconditional samples give --prompt '')")
-    return prompts
-
-
 def read_prompts(args) -> list[str]:
     """The prompts of --prompt and --prompts-file, at most MAX_PROMPTS: read before the
     checkpoint, so that too many are refused at once."""
     prompts = list(args.prompt or [])
     if args.prompts_file:
-        prompts += read_prompts_file(Path(args.prompts_file))
+        prompts += read_prompts_file(Path(args.prompts_file), "--prompts-file")
     where = f"--prompts-file {args.prompts_file}" if args.prompts_file else "--prompt"
     require(len(prompts) <= MAX_PROMPTS,
             f"{where}: {len(prompts)} prompts; at most {MAX_PROMPTS} in one run (each is a row of "

@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from common import (CheckpointError, ConfigError, PRECISION_CHOICES, PRECISION_HELP, load_weights,
                     main_guard, option, parse_config, range_problems, require, require_positive,
-                    require_valid, save_grid, seed_everything, to_device)
+                    require_valid, save_labelled_grid, seed_everything, to_device)
 from data.captions import VALIDATION_PROMPTS, captions_for, step_rng
+from data.files import read_prompts_file
 from data.latents import draw_latents, load_latents
 from diffusion import (DDPMScheduler, Pipeline, checkpoint_problem, generate, make_sampler,
                        schedule_problems)
@@ -106,6 +108,10 @@ class Config:
     sample_every: int = option(2000, "steps between validation grids (0 = only at the end)")
     ckpt_every: int = option(2000, "steps between checkpoints")
     sample_seeds: int = option(4, "images per validation prompt in the grids")
+    validation_prompts: str = option("", "a text file, one prompt per line (at most 16), for the "
+                                         "validation grids; default: the built-in face prompts, "
+                                         "or for data with captions but no attributes its first "
+                                         "8 distinct held-out captions")
     sample_steps: int = option(50, "DDIM steps for the validation grids")
     guidance: float = option(3.0, "classifier-free guidance scale of the validation grids")
     seed: int = option(0, "random seed")
@@ -151,6 +157,20 @@ def check_config(cfg: Config) -> None:
             f"--sample-steps {cfg.sample_steps}: at most --num-train-timesteps")
 
 
+def validation_prompts(cfg: Config, train: dict, scale_factor: float) -> list[str]:
+    """The validation grids' prompts: --validation-prompts; else the built-in face prompts for
+    data with attributes; else the first 8 distinct captions of the held-out split (own data)."""
+    if cfg.validation_prompts:
+        prompts = read_prompts_file(Path(cfg.validation_prompts), "--validation-prompts")
+        require(len(prompts) <= 16, f"--validation-prompts {cfg.validation_prompts}: "
+                                    f"{len(prompts)} prompts; at most 16 rows in a grid")
+        return prompts
+    if train["attributes"] is not None:
+        return list(VALIDATION_PROMPTS)
+    texts = load_latents(cfg.vae, "val", scale_factor)["texts"] or train["texts"]
+    return list(dict.fromkeys(texts))[:8]
+
+
 def main():
     cfg = parse_config(Config, presets=PRESETS, description=__doc__.split("\n\n")[0])
     check_config(cfg)
@@ -176,10 +196,12 @@ def main():
                       "text encoder is used as it is")
         text = TextConditioner(clip.clip.text_encoder, clip.tokenizer)
         stored_text = text_state(clip)  # the text side, stored in every checkpoint
-        text(VALIDATION_PROMPTS, device)  # names any word of the grids' prompts it does not know
         if train["attributes"] is None and train["texts"] is None:
             raise ConfigError("the latent cache has neither attributes nor captions: train an "
                               "unconditional model with --clip ''")
+    prompts = validation_prompts(cfg, train, scale_factor) if text else [""]
+    if text:
+        text(prompts, device)  # names any word of the grids' prompts it does not know
     batch_order = BatchOrder(len(train["mean"]), cfg.batch_size, cfg.seed, ranks.rank,
                            ranks.world_size)
     run.print(f"data: {train['data']}, {len(train['mean'])} latents "
@@ -214,16 +236,17 @@ def main():
                     scale_factor=scale_factor)
 
     def validation_grid(step: int) -> None:
-        """Each validation prompt in a column, seed j in row j (as `sample.py --seed j` makes it);
-        DDIM, guidance, EMA weights."""
-        prompts = VALIDATION_PROMPTS if text else [""]
-        jobs = [(p, seed) for seed in range(cfg.sample_seeds) for p in prompts]
+        """One row per validation prompt, labelled with it, seed j in column j (as `sample.py
+        --seed j` makes it, and as its grid lays them out); DDIM, guidance, EMA weights."""
+        jobs = [(p, seed) for p in prompts for seed in range(cfg.sample_seeds)]
         images = generate(pipe, [p for p, _ in jobs], [s for _, s in jobs], cfg.guidance,
                           sample_scheduler).images
-        save_grid(images, run.out / "samples" / f"step_{step:06d}.png", nrow=len(prompts))
+        save_labelled_grid(images, run.out / "samples" / f"step_{step:06d}.png",
+                           [p or "(unconditional)" for p in prompts],
+                           [f"seed {seed}" for seed in range(cfg.sample_seeds)])
         if step == cfg.steps or not (run.out / "samples" / "prompts.txt").exists():
             (run.out / "samples" / "prompts.txt").write_text(
-                "".join(f"column {i}: {p or '(unconditional)'}\n" for i, p in enumerate(prompts)))
+                "".join(f"row {i}: {p or '(unconditional)'}\n" for i, p in enumerate(prompts)))
 
     # ---- Train -------------------------------------------------------------------------------
     # the progress line's utilization: one step's FLOPs (the UNet's; the frozen text encoder's

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 
 
 def make_folder(path: str | Path) -> Path:
@@ -30,3 +30,19 @@ def read_utf8(path: Path) -> str:
             f"{path}:{line}: byte {error.start} of the file (0x{data[error.start]:02x}) is not "
             f"UTF-8; expected a UTF-8 text file"
         ) from None
+
+
+def read_prompts_file(path: Path, flag: str) -> list[str]:
+    """The prompts of a file given as `flag` (sample.py --prompts-file, train_ldm.py
+    --validation-prompts): one per line, blank lines skipped; at least one."""
+    if not path.is_file():
+        raise ConfigError(f"{flag} {path}: no such file")
+    try:
+        text = read_utf8(path)
+    except DataError as error:  # "PATH:LINE: byte N of the file (0x..) is not UTF-8; ..."
+        raise ConfigError(f"{flag} {error}") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ConfigError(f"{flag} {path}: no prompt in it (expected one per line; for "
+                          "unconditional samples give the empty prompt '')")
+    return prompts

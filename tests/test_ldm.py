@@ -228,3 +228,39 @@ def test_frechet_spread_matches_the_spread_over_fresh_draws():
     spreads = [frechet_distance_spread(draw(0.5), draw(0.0), rounds=100, seed=s) for s in range(5)]
     for spread in spreads:
         assert 0.5 * fresh.std() < spread < 2.0 * fresh.std()
+
+
+def test_validation_grids_take_your_prompts_one_labelled_row_each(vae_run, clip_run, tmp_path):
+    """issue 28: --validation-prompts gives the grids' prompts, one row each (as sample.py lays
+    its grid out), listed by row in samples/prompts.txt; more than 16 is refused in one line."""
+    from PIL import Image
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text("a man\n\na smiling woman\n")
+    out = tmp_path / "ldm"
+    common = ["train_ldm.py", "--vae", str(vae_run / "checkpoint.pt"), "--clip",
+              str(clip_run / "checkpoint.pt"), *TINY_LDM, "--steps", "1", "--sample-seeds", "3"]
+    run([*common, "--validation-prompts", str(prompts), "--out", str(out)])
+    assert (out / "samples" / "prompts.txt").read_text() == "row 0: a man\nrow 1: a smiling woman\n"
+    grid = Image.open(out / "samples" / "step_000001.png")
+    assert grid.width > grid.height  # 3 seeds across, 2 prompts down (with their labels)
+    prompts.write_text("a man\n" * 17)
+    result = run([*common, "--validation-prompts", str(prompts), "--out", str(tmp_path / "b")],
+                 check=False)
+    assert result.returncode == 2 and "17 prompts; at most 16" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_own_captioned_data_validates_on_its_own_held_out_captions(tmp_path):
+    """Data with captions but no attributes: the built-in face prompts would be mostly <unk>, so
+    the grids show the first 8 distinct held-out captions."""
+    import train_ldm
+    torch.save({"kind": "latents", "mean": torch.zeros(2, 3, 4, 4), "std": torch.ones(2, 3, 4, 4),
+                "scale_factor": 1.0, "data": "mine", "image_size": 8, "attributes": None,
+                "attribute_names": None,
+                "texts": [f"a {c} circle" for c in ("red", "red", "blue")] + ["a square"] * 9},
+               tmp_path / "latents_val.pt")
+    cfg = train_ldm.Config(vae=str(tmp_path / "checkpoint.pt"))
+    prompts = train_ldm.validation_prompts(cfg, {"attributes": None, "texts": ["x"]}, 1.0)
+    assert prompts == ["a red circle", "a blue circle", "a square"]
+    faces = train_ldm.validation_prompts(cfg, {"attributes": torch.zeros(1, 3), "texts": None}, 1.0)
+    assert faces == list(train_ldm.VALIDATION_PROMPTS)
