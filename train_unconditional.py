@@ -44,6 +44,9 @@ class Config:
     data: str = option("synthetic", "'synthetic' (embedded faces, made on first use), 'synthetic:N', "
                                     "a CelebA folder, or an image folder")
     cache_dir: str = option("cache", "where decoded images and the synthetic dataset are kept")
+    val_percent: int = option(5, "an image folder's share held out for evaluation, in percent "
+                                 "(by a hash of each file name; CelebA and the synthetic faces "
+                                 "keep their own split)", fixed=True)
     image_size: int = option(32, "training resolution in pixels (the video uses 32x32x3)", fixed=True)
     augment: bool = option(True, "random flip, small rotation, brightness and contrast [P6]")
     # model [P5]
@@ -147,7 +150,8 @@ def main():
 
     # ---- Data --------------------------------------------------------------------------------
     with run.main_process_first():  # rank 0 generates / decodes the data once
-        dataset = load_dataset(cfg.data, cfg.image_size, split="train", cache_dir=cfg.cache_dir)
+        dataset = load_dataset(cfg.data, cfg.image_size, split="train", cache_dir=cfg.cache_dir,
+                               val_percent=cfg.val_percent)
     batch_order = BatchOrder(len(dataset), cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     run.print(f"data: {dataset.name}, {len(dataset)} training images at {cfg.image_size}x"
               f"{cfg.image_size}, {batch_order.steps_per_epoch} steps per epoch")

@@ -49,6 +49,9 @@ class Config:
     # data
     data: str = option("synthetic", "'synthetic', 'synthetic:N', a CelebA folder, or an image folder")
     cache_dir: str = option("cache", "where decoded images and the synthetic dataset are kept")
+    val_percent: int = option(5, "an image folder's share held out for evaluation, in percent "
+                                 "(by a hash of each file name; CelebA and the synthetic faces "
+                                 "keep their own split)", fixed=True)
     image_size: int = option(128, "training resolution (the video: 128x128 images, 32x32 latents)",
                              fixed=True)
     augment: bool = option(True, "random flip, small rotation, brightness and contrast")
@@ -155,8 +158,9 @@ def main():
 
     # ---- Data --------------------------------------------------------------------------------
     with run.main_process_first():
-        dataset = load_dataset(cfg.data, cfg.image_size, split="train", cache_dir=cfg.cache_dir)
-        held_out = load_dataset(cfg.data, cfg.image_size, split="val", cache_dir=cfg.cache_dir)
+        dataset, held_out = (load_dataset(cfg.data, cfg.image_size, split=split,
+                                          cache_dir=cfg.cache_dir, val_percent=cfg.val_percent)
+                             for split in ("train", "val"))
     batch_order = BatchOrder(len(dataset), cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     run.print(f"data: {dataset.name}, {len(dataset)} training and {len(held_out)} held-out images "
               f"at {cfg.image_size}x{cfg.image_size}")

@@ -26,7 +26,7 @@ from common.errors import DataError
 from data.cache import build_image_cache
 from data.celeba import celeba_split
 from data.files import make_folder
-from data.imagefolder import imagefolder_split
+from data.imagefolder import VAL_PERCENT, imagefolder_split
 from data.images import IMAGE_EXTENSIONS
 
 SPLITS = ("train", "val", "test", "all")
@@ -72,8 +72,12 @@ def load_dataset(
     split: str = "train",                 # "train", "val", "test" (CelebA only) or "all"
     attributes: list[str] | None = None,  # CelebA columns to keep, in this order; None: all
     cache_dir: str | Path = "cache",      # where the image caches and the synthetic dataset live
+    val_percent: int = VAL_PERCENT,       # an image folder's held-out share (CelebA: its own file)
 ) -> ImageDataset:
     """Load one split of a dataset as an ImageDataset, decoding the images on first use only."""
+    if not 1 <= val_percent <= 50:
+        raise DataError(f"--val-percent {val_percent}: expected 1 to 50 (the share of an image "
+                        "folder held out for evaluation)")
     if size < 8:
         raise DataError(f"image size {size}: expected at least 8 pixels")
     if split not in SPLITS:
@@ -91,6 +95,9 @@ def load_dataset(
 
     has_attribute_file = (root / "list_attr_celeba.txt").is_file()
     has_image_folder = (root / "img_align_celeba").is_dir()
+    if (has_attribute_file or has_image_folder) and val_percent != VAL_PERCENT:
+        raise DataError(f"--val-percent {val_percent}: {data} is in CelebA's layout, whose split is "
+                        "its list_eval_partition.txt; --val-percent applies to image folders")
     if has_attribute_file and has_image_folder:
         files, values, names = celeba_split(root, split, attributes)
         texts = None
@@ -104,14 +111,14 @@ def load_dataset(
     elif any(path.suffix.lower() in IMAGE_EXTENSIONS for path in root.rglob("*")):
         if attributes is not None:
             raise DataError(f"--data {data}: attributes need a CelebA folder, not an image folder")
-        files, texts = imagefolder_split(root, split)
+        files, texts = imagefolder_split(root, split, val_percent)
         values, names = None, None
     else:
         raise DataError(f"--data {data}: no images and no CelebA files; {LAYOUTS}")
     if not files:
         raise DataError(f"--data {data}: split {split!r} has no images")
 
-    key = f"{root.name}-{split}"
+    key = f"{root.name}-{split}" + (f"-val{val_percent}" if val_percent != VAL_PERCENT else "")
     images, ok = build_image_cache(files, size, cache_dir, key)  # drops unreadable images
     return ImageDataset(
         images=images,

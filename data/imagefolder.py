@@ -81,14 +81,17 @@ def _add_caption(captions: dict[str, str], record: object, path: Path, number: i
     captions[name] = record["text"]
 
 
-def is_val(name: str) -> bool:
-    """Whether the image of this relative file name is in the val split (by a hash of the name)."""
-    return zlib.crc32(name.encode("utf-8")) % 100 < VAL_PERCENT
+def is_val(name: str, val_percent: int = VAL_PERCENT) -> bool:
+    """Whether the image of this relative file name is in the val split (by a hash of the name):
+    about val_percent of the images are."""
+    return zlib.crc32(name.encode("utf-8")) % 100 < val_percent
 
 
-def imagefolder_split(root: Path, split: str) -> tuple[list[Path], list[str] | None]:
+def imagefolder_split(root: Path, split: str, val_percent: int = VAL_PERCENT
+                      ) -> tuple[list[Path], list[str] | None]:
     """The image files of one split ("train", "val" or "all") of an image folder, sorted by
-    relative name, and their captions (None without metadata)."""
+    relative name, and their captions (None without metadata); val holds about val_percent of
+    them."""
     if split not in ("train", "val", "all"):
         raise DataError(f"split {split!r}: an image folder ({root}) has only train, val and all")
     names = list_images(root)
@@ -109,6 +112,6 @@ def imagefolder_split(root: Path, split: str) -> tuple[list[Path], list[str] | N
         names = [name for name in names if name in captions]
 
     if split != "all":
-        names = [name for name in names if is_val(name) == (split == "val")]
+        names = [name for name in names if is_val(name, val_percent) == (split == "val")]
     texts = [captions[name] for name in names] if metadata is not None else None
     return [root / name for name in names], texts

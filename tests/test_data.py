@@ -312,3 +312,32 @@ def test_synthetic_dataset_is_generated_once_then_reused(tmp_path):
     again = load_dataset("synthetic:40", 32, split="val", cache_dir=tmp_path)
     assert len(again) > 0
     raises_data_error("synthetic:N", "synthetic:zero", 32, cache_dir=tmp_path)
+
+
+def test_val_percent_sets_an_image_folders_held_out_share(tmp_path):
+    """--val-percent (issue 28): the held-out share of an image folder, by the same name hash, so
+    a larger share holds every image of a smaller one; its cache is its own; CelebA keeps its file
+    and a share outside 1..50 is refused."""
+    from data.imagefolder import is_val
+    root = tmp_path / "images"
+    for i in range(200):
+        solid_png(root / f"{i:03d}.png", i, size=(8, 8))
+    held = {}
+    for percent in (5, 30):
+        val = load_dataset(str(root), 8, "val", cache_dir=tmp_path / "cache", val_percent=percent)
+        train = load_dataset(str(root), 8, "train", cache_dir=tmp_path / "cache",
+                             val_percent=percent)
+        held[percent] = {int(v) for v in val.images[:, 0, 0, 0]}
+        assert len(held[percent]) + len(train) == 200
+        assert held[percent] == {i for i in range(200) if is_val(f"{i:03d}.png", percent)}
+    assert held[5] < held[30] and 40 <= len(held[30]) <= 80  # about 30% of 200
+    assert load_dataset(str(root), 8, "val", cache_dir=tmp_path / "cache",
+                        val_percent=30).name.endswith("-val30")
+    raises = pytest.raises(DataError, match="--val-percent 0: expected 1 to 50")
+    with raises:
+        load_dataset(str(root), 8, "val", cache_dir=tmp_path / "cache", val_percent=0)
+    celeba = tmp_path / "celeba"
+    (celeba / "img_align_celeba").mkdir(parents=True)
+    (celeba / "list_attr_celeba.txt").write_text("0\nSmiling\n")
+    with pytest.raises(DataError, match="--val-percent 10: .* applies to image folders"):
+        load_dataset(str(celeba), 8, "val", cache_dir=tmp_path / "cache", val_percent=10)

@@ -221,6 +221,8 @@ VAE1 = ["--preset", "cpu", "--data", "synthetic:64", "--image-size", "16", "--st
     (["--disc-layers", "4"], "--disc-layers 4"),
     (["--kl-weight", "-1"], "--kl-weight -1.0: expected 0 or more"),
     (["--channel-mult"], "--channel-mult (empty)"),
+    (["--val-percent", "60"], "--val-percent 60: expected 1 to 50"),
+    (["--val-percent", "10"], "--val-percent 10: synthetic:64 is in CelebA's layout"),
 ])
 def test_stage2_refuses_impossible_settings(argv, named, capsys, cache_dir, tmp_path):
     code, err = run_main("train_vae", [*VAE1, "--cache-dir", cache_dir, "--out",

@@ -34,7 +34,7 @@ def load_vae(run: Path):
 def held_out_images(config: dict, n: int) -> torch.Tensor:
     """The first n images (n, 3, S, S) in [-1, 1] of the run's held-out split."""
     dataset = load_dataset(config["data"], config["image_size"], split="val",
-                           cache_dir=config["cache_dir"])
+                           cache_dir=config["cache_dir"], val_percent=config.get("val_percent", 5))
     return dataset.batch(torch.arange(min(n, len(dataset))), "cpu")["image"]
 
 
