@@ -114,9 +114,10 @@ def check_config(args: Config) -> None:
     check_seed(args.seed)
 
 
-def data_source(pipe: Pipeline) -> tuple[str, int, Path]:
-    """The dataset the model was trained on, its image size and its cache folder (where the
-    judge is cached too); says which folder that is, as a relative one is read from here."""
+def data_source(pipe: Pipeline) -> tuple[str, int, Path, int]:
+    """The dataset the model was trained on, its image size, its cache folder (where the judge
+    is cached too) and its held-out share (--val-percent); says which folder that is, as a
+    relative one is read from here."""
     config = pipe.data_config
     cache_dir = Path(config["cache_dir"])
     relative = "" if cache_dir.is_absolute() else ", relative to the current folder"
@@ -125,7 +126,7 @@ def data_source(pipe: Pipeline) -> tuple[str, int, Path]:
     script = "train_unconditional.py" if pipe.vae is None else "train_vae.py"
     print(f"data and judge cache: {cache_dir.resolve()} ({script}'s --cache-dir{relative})"
           f"{missing}")
-    return config["data"], config["image_size"], cache_dir
+    return config["data"], config["image_size"], cache_dir, config.get("val_percent", 5)
 
 
 def generate_images(pipe: Pipeline, prompts: list[str], n: int, guidance: float, scheduler,
@@ -163,17 +164,18 @@ def main():
             "latent model (trained without --clip); evaluate.py measures prompt following")
     require(pipe.vae is None or pipe.attribute_names is not None,
             f"--ckpt {args.ckpt}: trained on data without attributes")
-    data, size, cache_dir = data_source(pipe)
+    data, size, cache_dir, val_percent = data_source(pipe)
     guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
     args.sampler = args.sampler or default_sampler(pipe.scheduler)  # the checkpoint's kind decides
     scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)
     interval = check_interval(args.guidance_interval)
     classifier, judge_state = load_judge(data, size, cache_dir, args.classifier_steps, device,
                                          args.retrain_judge, args.judge_lr, args.judge_batch_size,
-                                         args.score_batch_size, args.judge_dir or None)
+                                         args.score_batch_size, args.judge_dir or None,
+                                         val_percent)
     judge = functools.partial(judge_images, classifier, device=device, chunk=args.score_batch_size)
-    held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
-    train = load_dataset(data, size, split="train", cache_dir=cache_dir)
+    held_out, train = (load_dataset(data, size, split=split, cache_dir=cache_dir,
+                                    val_percent=val_percent) for split in ("val", "train"))
     report = {"checkpoint": str(args.ckpt), "kind": "ddpm" if pipe.vae is None else "ldm",
               "step": pipe.step, "guidance": guidance,
               "guidance_interval": list(interval),

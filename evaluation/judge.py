@@ -94,11 +94,12 @@ def judge_path(folder: Path, data_name: str, size: int, settings: dict) -> Path:
 
 def load_judge(data: str, size: int, cache_dir: Path, steps: int, device, retrain: bool,
                lr: float, batch_size: int, chunk: int,
-               judge_dir: Path | None = None) -> tuple[AttributeClassifier, dict]:
+               judge_dir: Path | None = None,
+               val_percent: int = 5) -> tuple[AttributeClassifier, dict]:
     """The judge of `data` at `size` pixels: from its cache (JUDGE_DIR, default the data's
     CACHE_DIR: classifier-<data>-<size>px-<steps>steps.pt), or trained for `steps` and cached
     there. Returns (classifier in eval mode, its state)."""
-    train = load_dataset(data, size, split="train", cache_dir=cache_dir)
+    train = load_dataset(data, size, split="train", cache_dir=cache_dir, val_percent=val_percent)
     if train.attributes is None:
         raise ConfigError(f"the dataset {data} has no attribute labels: evaluate.py judges "
                           "attributes (synthetic faces or CelebA)")
@@ -109,7 +110,8 @@ def load_judge(data: str, size: int, cache_dir: Path, steps: int, device, retrai
     if state is None:
         print(f"judge: training one ({why}): {steps} steps of {batch_size} real images at lr "
               f"{lr:g}, then cached in {path}")
-        held_out = load_dataset(data, size, split="val", cache_dir=cache_dir)
+        held_out = load_dataset(data, size, split="val", cache_dir=cache_dir,
+                                val_percent=val_percent)
         started = time.time()
         state = train_judge(train, held_out, steps, device, lr, batch_size, chunk)
         save_checkpoint(path, state)
