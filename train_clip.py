@@ -327,7 +327,8 @@ def report(clip, tokenizer, vae, held_out, scale_factor, eval_images: int, retri
     plot_similarity(similarity.T.cpu(), images, keys, out / "similarity.png",
                     title="cosine similarity of 16 held-out pairs (rows: captions, columns: images)")
     (out / "eval.json").write_text(json.dumps(result, indent=2))
-    print(f"done: {out}/checkpoint.pt; {out}/eval.json, zero_shot.png, similarity.png, loss.png")
+    figures = "zero_shot.png, similarity.png" if "zero_shot" in result else "similarity.png"
+    print(f"done: {out}/checkpoint.pt; {out}/eval.json, {figures}, loss.png")
 
 
 if __name__ == "__main__":

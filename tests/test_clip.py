@@ -250,3 +250,23 @@ def test_the_final_checkpoint_is_saved_before_an_evaluation_that_fails(vae_20_he
     with pytest.raises(RuntimeError, match="the evaluation failed"):
         run_clip_main([*SMALL_CLIP, "--vae", str(vae_20_held_out), "--out", str(out)], capsys)
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1  # the training kept
+
+
+def test_captioned_data_without_attributes_lists_only_the_figures_it_wrote(vae_run, capsys,
+                                                                          tmp_path):
+    """issue 28: with captions but no attributes there is no zero-shot test, and the final line
+    no longer names a zero_shot.png that was never written."""
+    import shutil
+    shutil.copy(vae_run / "checkpoint.pt", tmp_path / "checkpoint.pt")
+    for split in ("train", "val"):
+        state = torch.load(vae_run / f"latents_{split}.pt", weights_only=True)
+        count = len(state["mean"])
+        state.update(attributes=None, attribute_names=None,
+                     texts=[f"a {('red', 'blue')[i % 2]} circle" for i in range(count)])
+        torch.save(state, tmp_path / f"latents_{split}.pt")
+    out = tmp_path / "clip"
+    stdout = run_clip_main([*SMALL_CLIP, "--vae", str(tmp_path / "checkpoint.pt"), "--out",
+                            str(out)], capsys)
+    done = [line for line in stdout.splitlines() if line.startswith("done:")][0]
+    assert "similarity.png" in done and "zero_shot.png" not in done
+    assert not (out / "zero_shot.png").exists() and (out / "similarity.png").exists()

@@ -355,6 +355,10 @@ def test_the_page_in_a_headless_chromium(ldm_server, tmp_path):
     with webdriver.Browser() as browser:
         browser.open(ldm_server + "/")
         browser.wait("return document.body.dataset.ready === 'yes'", what="the page to start")
+        # before the first Generate no image is shown without a picture (a broken-image frame)
+        empty = "return [...document.querySelectorAll('img')].filter(i => !i.hidden && " \
+                "i.offsetParent !== null && !i.getAttribute('src')).map(i => i.id)"
+        assert browser.run(empty) == []
         prompt = browser.find("#prompt")
         prompt.clear()
         prompt.type("a smiling man with glasses")

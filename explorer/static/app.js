@@ -91,6 +91,7 @@ function chooseImage(i) {
   state.image = i;
   document.querySelectorAll("#images img").forEach((img, j) => img.classList.toggle("chosen", i === j));
   $("attention-base").src = state.result.images[i].url;
+  $("attention-base").hidden = false;  // no empty image frame before the first result
   drawStep();
 }
 
@@ -103,6 +104,7 @@ function drawStep() {
   const k = Number($("step").value);
   $("xt").src = `/api/jobs/${job}/xt/${k}/${image}.png`;
   $("x0").src = `/api/jobs/${job}/x0/${k}/${image}.png`;
+  $("xt").hidden = $("x0").hidden = false;
   $("step-label").textContent = `step ${k + 1} of ${result.steps.length} kept: t = ${result.steps[k]}` +
     ` (of ${state.info.timesteps}); image ${image + 1}, ${result.images[image].label}`;
   drawOverlay();
