@@ -85,6 +85,6 @@ def test_a_run_holds_its_lock_from_start_run_until_finish(tmp_path, capsys):
 def test_a_run_that_stops_with_an_error_releases_its_lock(tmp_path):
     out = tmp_path / "a"
     result = run(["train_unconditional.py", *TINY, "--data", str(tmp_path / "none"), "--steps",
-                  "1", "--out", str(out)], check=False)
+                  "1", "--out", str(out)], check=False, subprocess_only=True)  # a real exit
     one_line_error(result.returncode, result.stderr, f"--data {tmp_path / 'none'}")
     assert out.is_dir() and not (out / "run.lock").exists()  # released when the process exits
