@@ -31,6 +31,11 @@
 
 It prints a table and writes OUT/eval.json and OUT/prompts.png (one row per single-attribute prompt).
 
+On a folder of your own captioned images (no attribute rows, so no judge), it measures with the
+model's CLIP instead: caption retrieval among K held-out captions, the CLIP score and the Frechet
+distance in the CLIP image features, each beside real held-out and unconditional images
+(own_captions_report; docs/16-cross-attention.md).
+
     python evaluate.py --ckpt runs/unconditional_cpu/checkpoint.pt   # a stage-1 pixel model
 
 A stage-1 checkpoint gets only the Frechet distance of --unconditional samples to real held-out
@@ -58,8 +63,9 @@ from diffusion import (Pipeline, SAMPLERS, default_sampler, generate, load_pipel
 from diffusion.guidance import check_interval
 from evaluation.frechet import evenly_spaced, frechet_report
 from evaluation.judge import judge_dataset, judge_images, load_judge
-from evaluation.report import print_pixel_report, print_report
-from evaluation.scores import autoencoder_report, clip_scores, prompt_following
+from evaluation.report import print_own_captions_report, print_pixel_report, print_report
+from evaluation.scores import (autoencoder_report, caption_retrieval, clip_image_vectors,
+                               clip_scores, prompt_following)
 from models import load_clip
 
 
@@ -162,9 +168,9 @@ def main():
     pipe = load_pipeline(args.ckpt, device, ema_length=args.ema_length or None)
     require(pipe.vae is None or pipe.text is not None, f"--ckpt {args.ckpt}: an unconditional "
             "latent model (trained without --clip); evaluate.py measures prompt following")
-    require(pipe.vae is None or pipe.attribute_names is not None,
-            f"--ckpt {args.ckpt}: trained on data without attributes")
     data, size, cache_dir, val_percent = data_source(pipe)
+    if pipe.vae is not None and pipe.attribute_names is None:  # your own captioned data
+        return own_captions_report(args, pipe, data, size, cache_dir, val_percent, out, device)
     guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
     args.sampler = args.sampler or default_sampler(pipe.scheduler)  # the checkpoint's kind decides
     scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)
@@ -245,6 +251,87 @@ def requirement_groups(names: list[str], held_out, args: Config) -> dict[str, li
     return {"single": single_requirements(names),
             "pair": combined_requirements(rows, names, 2, args.combinations, rng),
             "triple": combined_requirements(rows, names, 3, args.combinations, rng)}
+
+
+def own_captions_report(args: Config, pipe: Pipeline, data: str, size: int, cache_dir: Path,
+                        val_percent: int, out: Path, device) -> None:
+    """Captioned data without attribute rows has no judge, so the model's own CLIP measures its
+    prompt following instead, each measure next to real held-out images (what this CLIP can
+    tell: the ceiling) and unconditional samples (what ignoring the text scores):
+
+    1. caption retrieval: K distinct held-out captions (at most --combinations, evenly spaced),
+       --n images each; an image is right when the CLIP finds its own caption the closest of
+       the K (chance 1/K);
+    2. the CLIP score: the mean cosine of each image and its caption;
+    3. the Frechet distance in the CLIP image tower's features, against real held-out images,
+       with its noise floor (real train vs real held-out), every set cut to the same size.
+
+    It is the project's CLIP judging the project's model: it was trained on these captions and
+    its text tower conditions the model, so it rewards what that CLIP can tell apart and is
+    blind to what it cannot (it proves nothing a person would check by eye)."""
+    clip_path = args.clip or pipe.config["clip"]
+    require(bool(clip_path) and Path(clip_path).is_file(),
+            f"--ckpt {args.ckpt}: its data has no attributes, so prompt following is measured "
+            f"with its CLIP, and there is none at {clip_path!r}: give --clip")
+    started, chunk = time.time(), args.score_batch_size
+    clip = load_clip(clip_path, device)
+    held_out, train = (load_dataset(data, size, split=split, cache_dir=cache_dir,
+                                    val_percent=val_percent) for split in ("val", "train"))
+    distinct = list(dict.fromkeys(held_out.texts))            # held-out captions, first seen first
+    K = min(args.combinations, len(distinct))
+    require(K >= 2, f"--combinations {args.combinations}: the held-out split has "
+                    f"{len(distinct)} distinct captions; at least 2 are needed to tell them apart")
+    picked = [distinct[int(i)] for i in evenly_spaced(len(distinct), K)]
+
+    guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
+    args.sampler = args.sampler or default_sampler(pipe.scheduler)
+    scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)
+    interval = check_interval(args.guidance_interval)
+    print(f"{K} held-out captions x {args.n} seeds, guidance {guidance}, {args.sampler} "
+          f"{args.steps} steps; {args.unconditional} unconditional samples")
+    images = generate_images(pipe, picked, args.n, guidance, scheduler, eta, args.batch_size,
+                             "prompts", interval)
+    unconditional = generate_images(pipe, [""], args.unconditional, 1.0, scheduler, eta,
+                                    args.batch_size, "unconditional")[""]
+    generated = torch.cat([images[c] for c in picked])          # (K n, 3, S, S): caption k, n each
+
+    # real held-out images captioned with one of the K: the same test on images the CLIP knows
+    rows = torch.tensor([i for i, text in enumerate(held_out.texts) if text in picked])
+    rows = rows[evenly_spaced(len(rows), min(args.real_images, len(rows)))]
+    real = held_out.batch(rows, "cpu")["image"]
+    real_truth = torch.tensor([picked.index(held_out.texts[i]) for i in rows])
+
+    def right(x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:    # (N,) 1.0 where right
+        return caption_retrieval(clip, x, picked, truth, device, chunk).float()
+
+    generated_right = right(generated, torch.arange(K).repeat_interleave(args.n))
+    rates = {"generated": generated_right.mean().item(),
+             "real_held_out": right(real, real_truth).mean().item(),
+             "unconditional": right(unconditional,
+                                    torch.arange(len(unconditional)) % K).mean().item(),
+             "chance": 1 / K}
+    scores = clip_scores(clip, images, unconditional, real, [picked[i] for i in real_truth],
+                         device, chunk)
+    k = min(len(generated), len(unconditional), args.real_images, len(held_out), len(train))
+    sets = {"real": held_out.batch(evenly_spaced(len(held_out), k), "cpu")["image"],
+            "generated": generated[evenly_spaced(len(generated), k)],
+            "unconditional": unconditional[evenly_spaced(len(unconditional), k)],
+            "real_train": train.batch(evenly_spaced(len(train), k), "cpu")["image"]}
+    frechet = frechet_report({name: clip_image_vectors(clip, x, device, chunk)
+                              for name, x in sets.items()})
+    per_caption = dict(zip(picked, generated_right.view(K, args.n).mean(1).tolist()))
+    report = {"checkpoint": str(args.ckpt), "kind": "ldm", "step": pipe.step, "judge": clip_path,
+              "guidance": guidance, "sampler": args.sampler, "steps": args.steps,
+              "images_per_prompt": args.n, "captions": picked, "caption_retrieval": rates,
+              "per_caption": per_caption, "clip_score": scores,
+              "frechet_distance_clip": frechet, "seconds": time.time() - started}
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    save_labelled_grid(generated, out / "prompts.png", picked, [f"seed {i}" for i in range(args.n)])
+    (out / "prompts.txt").write_text("".join(f"row {i}: {p}\n" for i, p in enumerate(picked)))
+    print_own_captions_report(report)
+    print(f"wrote {out}/eval.json, {out}/prompts.png ({time.time() - started:.0f} s)")
 
 
 def text_model_scores(args: Config, pipe: Pipeline, images: dict, unconditional: torch.Tensor,

@@ -44,3 +44,28 @@ def print_report(report: dict) -> None:
         print(f"CLIP score (cosine): generated {c['generated']:.3f}, real images with their "
               f"captions {c['real_with_own_captions']:.3f}, unconditional samples with the same "
               f"prompts {c['unconditional_with_the_prompts']:.3f}")
+
+
+def print_own_captions_report(report: dict) -> None:
+    """The three CLIP measures of own_captions_report, each beside its reference rows."""
+    rates, scores, frechet = (report[key] for key in ("caption_retrieval", "clip_score",
+                                                       "frechet_distance_clip"))
+    K = len(report["captions"])
+    print(f"\nprompt following on your own captions, judged by the model's CLIP "
+          f"({report['judge']}); no attribute rows, so no judge:")
+    print(f"  caption retrieval (own caption closest of {K}; chance {rates['chance']:.3f}):")
+    for name in ("generated", "real_held_out", "unconditional"):
+        print(f"    {name.replace('_', ' '):16s} {rates[name]:.3f}")
+    print("  CLIP score (cosine of image and caption):")
+    print(f"    generated        {scores['generated']:.3f}")
+    print(f"    real held out    {scores['real_with_own_captions']:.3f} (with their own captions)")
+    print(f"    unconditional    {scores['unconditional_with_the_prompts']:.3f} "
+          "(with every caption)")
+    print(f"  Frechet distance in CLIP image features ({frechet['images_per_set']} per set):")
+    print(f"    generated        {frechet['generated_vs_real']:.4f} "
+          f"(+- {frechet['generated_vs_real_spread']:.4f}, {frechet['ratio_to_floor']:.2f}x "
+          "the floor)")
+    print(f"    unconditional    {frechet['unconditional_vs_real']:.4f}")
+    print(f"    floor            {frechet['real_train_vs_real_val']:.4f} (real train vs held out)")
+    print("  the project's CLIP judging the project's model: it sees what it learnt to tell "
+          "apart, and is blind to the rest")

@@ -116,3 +116,13 @@ def autoencoder_report(pipe: Pipeline, held_out: ImageDataset, classifier, count
                                        judge_images(classifier, reconstructions, device, chunk)[0])
     return {"images": count, "psnr": psnr(originals, reconstructions).mean().item(),
             "attribute_preservation": dict(zip(held_out.attribute_names, preserved.tolist()))}
+
+
+def caption_retrieval(clip: TrainedCLIP, images: torch.Tensor, captions: list[str],
+                      truth: torch.Tensor, device, chunk: int) -> torch.Tensor:
+    """[P15] For data without attributes: which of the K `captions` the CLIP finds closest to
+    each image (N, 3, S, S), against truth (N,), the index of the caption the image was made or
+    taken for -> (N,) bool, right or not. Chance is 1/K (for images that ignore the text)."""
+    texts = embed_texts(clip.clip, clip.tokenizer, captions, device).cpu()         # (K, E)
+    similarity = clip_image_vectors(clip, images, device, chunk) @ texts.T          # (N, K)
+    return similarity.argmax(1) == truth
