@@ -172,7 +172,7 @@ class SpatialTransformer(nn.Module):
 
 
 class AttentionRecorder:
-    """Where each word looks: the cross-attention weights of the conditional branch, summed over
+    """Where each word looks: the cross-attention weights of the conditional branch, averaged over
     heads, layers and sampling steps, per image position and text token, at the latent
     resolution. [P16]
 

@@ -277,3 +277,41 @@ def test_what_to_try_after_the_demo_is_in_the_readme_and_every_command_parses():
                                             for w in words), line
         module = importlib.import_module(words[1].removesuffix(".py"))
         parse_config(module.Config, words[2:])  # an unknown flag exits: SystemExit fails the test
+
+
+# Figures the pages show that are not made by docs/figures/<name>.py: the file that makes them
+# (or, for a sample.py output and a screenshot, the page that gives the command), which names them.
+MADE_ELSEWHERE = {"clip_similarity": "docs/figures/clip_results.py",
+                  "clip_zero_shot": "docs/figures/clip_results.py",
+                  "synthetic_faces": "docs/figures/make_synthetic_grid.py",
+                  "demo_prompts": "docs/README.md",
+                  "unconditional_cpu_samples": "docs/README.md",
+                  "explorer": "tests/test_explorer.py"}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_figure_a_page_shows_has_its_script(doc):
+    """issue 29: each figure is made by a script of its name in docs/figures/, or by a file that
+    names it (MADE_ELSEWHERE)."""
+    for name in re.findall(r"figures/([\w-]+)\.png\)", doc.read_text()):
+        if name in MADE_ELSEWHERE:
+            assert f"{name}.png" in (ROOT / MADE_ELSEWHERE[name]).read_text(), name
+        else:
+            assert (ROOT / "docs" / "figures" / f"{name}.py").is_file(), (
+                f"{doc.name}: figures/{name}.png has no docs/figures/{name}.py")
+
+
+def test_the_readme_stays_a_first_page():
+    """issue 29: the README is a page a newcomer reads in five minutes: at most 250 lines, and no
+    commit hashes or dates (they belong to the lab notebook, docs/lab/)."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    assert not re.findall(r"\b20\d\d-\d\d-\d\d\b", text), "a date in the README"
+    assert not re.findall(r"\bcommits? `?[0-9a-f]{7,40}\b", text), "a commit in the README"
+
+
+def test_the_readme_check_catches_the_old_readme():
+    """The check above fails on what the README was before issue 29 (a date and a commit)."""
+    old = "Full runs on a fresh clone of commit 0a69fdd (2026-12-02)"
+    assert re.findall(r"\b20\d\d-\d\d-\d\d\b", old) and re.findall(
+        r"\bcommits? `?[0-9a-f]{7,40}\b", old)

@@ -1,6 +1,6 @@
 """Shared by the figure scripts: synthetic faces as tensors, a labelled image grid, loading the
 EMA weights of a trained stage-1 checkpoint, sampling a text-to-image checkpoint the way
-sample.py does, and writing compact PNGs."""
+sample.py does, boxes and arrows for diagrams, and writing compact PNGs."""
 
 import random
 from pathlib import Path
@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import FancyBboxPatch  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -111,6 +112,37 @@ def save_image_grid(images: torch.Tensor, path: Path, row_labels: list[str],
     compact_png(path)
 
 
+def diagram_axes(width: float, height: float):
+    """A blank figure for a diagram, width x height inches, whose data coordinates are inches from
+    the lower-left corner: a box drawn 2 units wide is 2 inches wide whatever the figure's size.
+    Returns (fig, ax)."""
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.set_axis_off()
+    return fig, ax
+
+
+def draw_box(ax, x: float, y: float, width: float, height: float, text: str = "",
+             colour: str = "#e8eef7", edge: str = "0.35", fontsize: float = 9, **text_options):
+    """A rounded box with its lower-left corner at (x, y) and `text` centred in it."""
+    ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0,rounding_size=0.06",
+                                facecolor=colour, edgecolor=edge, linewidth=1))
+    if text:
+        ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=fontsize,
+                **text_options)
+
+
+def draw_arrow(ax, start: tuple, end: tuple, colour: str = "0.25", style: str = "-|>",
+               linewidth: float = 1.2, **arrow_options):
+    """An arrow from start (x, y) to end (x, y); arrow_options go to matplotlib's arrowprops
+    (e.g. linestyle="--", connectionstyle="arc3,rad=0.2")."""
+    ax.annotate("", xy=end, xytext=start,
+                arrowprops=dict(arrowstyle=style, color=colour, linewidth=linewidth,
+                                shrinkA=0, shrinkB=0, **arrow_options))
+
+
 def save_figure(fig, path, dpi: int = 100) -> None:
     """Write a matplotlib figure as a compact RGB PNG and say how large it is."""
     fig.savefig(path, dpi=dpi)
@@ -127,3 +159,18 @@ def compact_png(path, max_kib: int = 300) -> None:
     if Path(path).stat().st_size > max_kib * 1024:
         image.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     print(f"wrote {path} ({Path(path).stat().st_size / 1024:.0f} KiB)")
+
+
+# The colours of the overview, markov_chain and unet_diagram diagrams: one (fill, edge) pair per
+# kind of thing, the same in all three (draw_box's colour and edge).
+KIND_COLOURS = {
+    "image": ("#dfe8f3", "#4c72b0"),   # pixels and images
+    "latent": ("#dff0e3", "#3f8f55"),  # the autoencoder and its latents
+    "text": ("#fbe8d8", "#d0702e"),    # captions, tokens, the CLIP text encoder
+    "unet": ("#e8e4f3", "#6f5fa8"),    # the denoising UNet, the learned reverse process p_theta
+    "noise": ("#eeeeee", "#777777"),   # noise, and the fixed forward process q
+    "time": ("#f9e0ee", "#c2407f"),    # the timestep embedding
+    "file": ("#f4efe6", "#8a6d4b"),    # files a script writes
+}
+SAMPLING_COLOUR = "#c44e52"  # arrows of the sampling path (sample.py)
+FROZEN_COLOUR = "#2b83ba"    # the snowflake of a frozen part: used, not trained
