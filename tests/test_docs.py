@@ -315,3 +315,18 @@ def test_the_readme_check_catches_the_old_readme():
     old = "Full runs on a fresh clone of commit 0a69fdd (2026-12-02)"
     assert re.findall(r"\b20\d\d-\d\d-\d\d\b", old) and re.findall(
         r"\bcommits? `?[0-9a-f]{7,40}\b", old)
+
+
+@pytest.mark.parametrize("script", ["train_unconditional", "train_vae", "train_clip", "train_ldm",
+                                    "sample"])
+def test_figures_read_the_scripts_defaults_without_importing_them(script):
+    """docs/figures/common.script_defaults (ast, no import) gives each Config default the code
+    has, for every field with a literal default, and finds most fields."""
+    import importlib
+
+    from docs.figures.common import script_defaults
+
+    parsed, real = vars(script_defaults(script)), importlib.import_module(script).Config()
+    assert len(parsed) >= 0.8 * len(vars(real))
+    for name, value in parsed.items():
+        assert getattr(real, name) == value, (script, name)

@@ -77,7 +77,7 @@ def test_the_judge_reads_the_drawn_colours(tmp_path):
     folder = shapes_folder(tmp_path / "shapes", 30)
     for line in (folder / "metadata.jsonl").read_text().splitlines():
         row = json.loads(line)
-        pixels = np.asarray(Image.open(folder / row["file_name"]).convert("RGB"))  # (32, 32, 3)
+        pixels = np.array(Image.open(folder / row["file_name"]).convert("RGB"))  # (32, 32, 3)
         image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 127.5 - 1
         assert colour_shown(image) == [row["text"].split()[1]]
     assert colour_shown(torch.ones(1, 3, 8, 8)) == ["none"]                 # white paper

@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from matplotlib.patches import Polygon, Rectangle
 
-from docs.figures.common import (FIGURES, KIND_COLOURS, diagram_axes, draw_arrow, draw_box,
+from docs.figures.common import (FIGURES, script_defaults, KIND_COLOURS, diagram_axes, draw_arrow, draw_box,
                                  save_figure, synthetic_faces)
 from models.discriminator import PatchDiscriminator
-from train_vae import Config
 
 AE_COLOUR, D_COLOUR = "#eef3fb", "#fbf0ee"      # backgrounds of the two steps
 LOSS_COLOUR, SUM_COLOUR = "#fff6dc", "#fde7b0"  # loss terms and their sum
@@ -66,7 +65,7 @@ def short(value: float) -> str:
 
 
 def main() -> None:
-    cfg = Config()                                          # the defaults of train_vae.py
+    cfg = script_defaults("train_vae")                                          # the defaults of train_vae.py
     size = cfg.image_size                                   # 128
     latent = size // 2 ** (len(cfg.channel_mult) - 1)      # 32
     disc = PatchDiscriminator(base_channels=cfg.disc_channels, num_layers=cfg.disc_layers)

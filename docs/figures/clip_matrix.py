@@ -23,10 +23,9 @@ from PIL import Image
 
 from data.captions import features
 from data.synthetic import SYNTHETIC_ATTRIBUTES, draw_face
-from docs.figures.common import (FIGURES, KIND_COLOURS, diagram_axes, draw_arrow, draw_box,
+from docs.figures.common import (FIGURES, script_defaults, KIND_COLOURS, diagram_axes, draw_arrow, draw_box,
                                  save_figure)
 from models.clip import INIT_LOGIT_SCALE, MAX_LOGIT_SCALE, clip_loss
-from train_clip import Config
 
 # Six faces (their present attributes) and the caption each comes with in the batch. The caption
 # names some of the face's features ("named"), never an absent one, as data/captions.py does.
@@ -64,7 +63,7 @@ def unit_vectors(sets: list[set[str]], vocabulary: list[str]) -> torch.Tensor:
 
 
 def main() -> None:
-    cfg = Config()                                  # the defaults of train_clip.py
+    cfg = script_defaults("train_clip")                                  # the defaults of train_clip.py
     rows = [attribute_row(present) for present, _, _ in PAIRS]
     image_sets = [feature_set(row) for row in rows]
     text_sets = [named for _, _, named in PAIRS]

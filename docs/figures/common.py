@@ -2,8 +2,10 @@
 EMA weights of a trained stage-1 checkpoint, sampling a text-to-image checkpoint the way
 sample.py does, boxes and arrows for diagrams, and writing compact PNGs."""
 
+import ast
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib
 
@@ -19,6 +21,28 @@ from diffusion.pipeline import Pipeline, generate, load_pipeline  # noqa: E402
 from diffusion.sampling import default_sampler, make_sampler  # noqa: E402
 
 FIGURES = Path(__file__).parent  # docs/figures/
+ROOT = FIGURES.parents[1]         # the repository
+
+
+def script_defaults(script: str) -> SimpleNamespace:
+    """The defaults of a program's Config (`field: type = option(DEFAULT, ...)`), read from its
+    source with ast: a figure labels the code's own numbers without importing a stage script
+    (no program imports another). Fields whose default is not a literal are left out.
+    script_defaults("train_vae").kl_weight == train_vae.Config().kl_weight."""
+    tree = ast.parse((ROOT / f"{script}.py").read_text())
+    config = next(node for node in tree.body
+                  if isinstance(node, ast.ClassDef) and node.name == "Config")
+    values = {}
+    for node in config.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
+            value = node.value
+            if isinstance(value, ast.Call) and value.args:     # option(default, help, ...)
+                value = value.args[0]
+            try:
+                values[node.target.id] = ast.literal_eval(value)
+            except ValueError:
+                continue
+    return SimpleNamespace(**values)
 
 
 def synthetic_faces(seeds, size: int = 32) -> torch.Tensor:

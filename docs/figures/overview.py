@@ -16,12 +16,8 @@ The sizes, the guidance scale, the caption dropout and the number of sampling st
 defaults of the scripts, read from their Config classes (the --preset cpu runs use smaller sizes).
 """
 
-from docs.figures.common import (FIGURES, FROZEN_COLOUR, KIND_COLOURS, SAMPLING_COLOUR,
+from docs.figures.common import (FIGURES, script_defaults, FROZEN_COLOUR, KIND_COLOURS, SAMPLING_COLOUR,
                                  diagram_axes, draw_arrow, draw_box, save_figure)
-from sample import Config as SampleConfig
-from train_ldm import Config as LDMConfig
-from train_unconditional import Config as PixelConfig
-from train_vae import Config as VAEConfig
 
 WIDTH, HEIGHT = 12.0, 8.7   # inches
 STAGE_W, STAGE_GAP = 2.55, 0.45
@@ -78,7 +74,7 @@ def square(size: int, channels: int = 3) -> str:
 
 
 def main() -> None:
-    pixel, vae, ldm = PixelConfig(), VAEConfig(), LDMConfig()    # the stage scripts' defaults
+    pixel, vae, ldm = (script_defaults(s) for s in ("train_unconditional", "train_vae", "train_ldm"))    # the stage scripts' defaults
     image = square(vae.image_size)                                       # 128×128×3
     latent = square(vae.image_size // 2 ** (len(vae.channel_mult) - 1), vae.latent_channels)
     dropout = f"{ldm.cond_drop:.0%}"                                     # 10%
@@ -190,7 +186,7 @@ def main() -> None:
 
     node(ax, 1.1, latent_y, 1.4, 0.55, r"$z_T \sim \mathcal{N}(0, \mathbf{I})$" + f"\n{latent}",
          "noise")
-    loop = (f"UNet, {SampleConfig().steps} DDIM steps " + r"$z_t \to z_{t-1}$" + " (Euler for flow)"
+    loop = (f"UNet, {script_defaults('sample').steps} DDIM steps " + r"$z_t \to z_{t-1}$" + " (Euler for flow)"
             + "\nguidance " + r"$\epsilon = \epsilon_u + w\,(\epsilon_c - \epsilon_u)$"
             + f",  w = {ldm.guidance:g}")                # w: train_ldm.py's default, in the file
     node(ax, 4.6, latent_y, 4.6, 0.6, loop, "unet")

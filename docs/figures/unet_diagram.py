@@ -16,15 +16,12 @@ Every number is read from the code: the defaults of train_unconditional.Config (
 a UNet built from them by models.build_unet (its parameter count); the footnote gives stage 4's.
 """
 
-import dataclasses
 
 from matplotlib.patches import Circle
 
-from docs.figures.common import (FIGURES, FROZEN_COLOUR, KIND_COLOURS, diagram_axes, draw_arrow,
+from docs.figures.common import (FIGURES, script_defaults, FROZEN_COLOUR, KIND_COLOURS, diagram_axes, draw_arrow,
                                  draw_box, save_figure)
 from models import build_unet
-from train_ldm import Config as LDMConfig
-from train_unconditional import Config
 
 WIDTH, HEIGHT = 11.0, 7.6   # inches
 BOX_W, BOX_H = 2.6, 0.72    # a level's box
@@ -48,12 +45,12 @@ def level_box(ax, x: float, y: float, title: str, body: str, colour: str, edge: 
 
 
 def main() -> None:
-    cfg = Config()                                   # the defaults of train_unconditional.py
+    cfg = script_defaults("train_unconditional")                                   # the defaults of train_unconditional.py
     size, base = cfg.image_size, cfg.base_channels   # 32, 96
     levels = len(cfg.channel_mult)
     widths = [base * mult for mult in cfg.channel_mult]                     # 96, 192, 192, 192
     sizes = [size // 2 ** level for level in range(levels)]                 # 32, 16, 8, 4
-    unet = build_unet(dataclasses.asdict(cfg), in_channels=3)                # RGB pixels
+    unet = build_unet(vars(cfg), in_channels=3)                              # RGB pixels
     time_dim = unet.time_embedding.mlp[0].out_features                      # 4 * base = 384
     parameters = sum(p.numel() for p in unet.parameters())
     fill, edge = KIND_COLOURS["unet"]
@@ -157,7 +154,7 @@ def main() -> None:
     ax.text(0.55, text_y + 0.3, "cross-attention", ha="left", va="center", fontsize=8,
             color=text_edge)
 
-    ldm = LDMConfig()
+    ldm = script_defaults("train_ldm")
     ldm_widths = ", ".join(str(ldm.base_channels * m) for m in ldm.channel_mult)
     ax.text(WIDTH / 2, 0.14,
             "attention = self-attention in stage 1; in stage 4 a transformer block: "
