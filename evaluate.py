@@ -65,8 +65,9 @@ from evaluation.frechet import evenly_spaced, frechet_report
 from evaluation.judge import judge_dataset, judge_images, load_judge
 from evaluation.report import print_own_captions_report, print_pixel_report, print_report
 from evaluation.scores import (autoencoder_report, caption_retrieval, clip_image_vectors,
-                               clip_scores, prompt_following)
+                               clip_score_of, clip_scores, prompt_following)
 from models import load_clip
+from models.clip_eval import embed_texts
 
 
 @dataclass
@@ -135,6 +136,15 @@ def data_source(pipe: Pipeline) -> tuple[str, int, Path, int]:
     return config["data"], config["image_size"], cache_dir, config.get("val_percent", 5)
 
 
+def sampling_settings(args: Config, pipe: Pipeline) -> tuple:
+    """(guidance, scheduler, eta, guidance interval) of the evaluation's images: the flags, or the
+    checkpoint's guidance and the default sampler of its kind (sets args.sampler)."""
+    guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
+    args.sampler = args.sampler or default_sampler(pipe.scheduler)  # the checkpoint's kind decides
+    scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)
+    return guidance, scheduler, eta, check_interval(args.guidance_interval)
+
+
 def generate_images(pipe: Pipeline, prompts: list[str], n: int, guidance: float, scheduler,
                     eta: float, batch_size: int, desc: str,
                     guidance_interval: tuple = (0.0, 1.0)) -> dict[str, torch.Tensor]:
@@ -171,10 +181,7 @@ def main():
     data, size, cache_dir, val_percent = data_source(pipe)
     if pipe.vae is not None and pipe.attribute_names is None:  # your own captioned data
         return own_captions_report(args, pipe, data, size, cache_dir, val_percent, out, device)
-    guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
-    args.sampler = args.sampler or default_sampler(pipe.scheduler)  # the checkpoint's kind decides
-    scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)
-    interval = check_interval(args.guidance_interval)
+    guidance, scheduler, eta, interval = sampling_settings(args, pipe)
     classifier, judge_state = load_judge(data, size, cache_dir, args.classifier_steps, device,
                                          args.retrain_judge, args.judge_lr, args.judge_batch_size,
                                          args.score_batch_size, args.judge_dir or None,
@@ -283,10 +290,7 @@ def own_captions_report(args: Config, pipe: Pipeline, data: str, size: int, cach
                     f"{len(distinct)} distinct captions; at least 2 are needed to tell them apart")
     picked = [distinct[int(i)] for i in evenly_spaced(len(distinct), K)]
 
-    guidance = pipe.config.get("guidance", 1.0) if args.guidance is None else args.guidance
-    args.sampler = args.sampler or default_sampler(pipe.scheduler)
-    scheduler, eta = make_sampler(pipe.scheduler, args.sampler, args.steps, args.spacing, args.eta)
-    interval = check_interval(args.guidance_interval)
+    guidance, scheduler, eta, interval = sampling_settings(args, pipe)
     print(f"{K} held-out captions x {args.n} seeds, guidance {guidance}, {args.sampler} "
           f"{args.steps} steps; {args.unconditional} unconditional samples")
     images = generate_images(pipe, picked, args.n, guidance, scheduler, eta, args.batch_size,
@@ -301,25 +305,26 @@ def own_captions_report(args: Config, pipe: Pipeline, data: str, size: int, cach
     real = held_out.batch(rows, "cpu")["image"]
     real_truth = torch.tensor([picked.index(held_out.texts[i]) for i in rows])
 
-    def right(x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:    # (N,) 1.0 where right
-        return caption_retrieval(clip, x, picked, truth, device, chunk).float()
-
-    generated_right = right(generated, torch.arange(K).repeat_interleave(args.n))
-    rates = {"generated": generated_right.mean().item(),
-             "real_held_out": right(real, real_truth).mean().item(),
-             "unconditional": right(unconditional,
-                                    torch.arange(len(unconditional)) % K).mean().item(),
-             "chance": 1 / K}
-    scores = clip_scores(clip, images, unconditional, real, [picked[i] for i in real_truth],
-                         device, chunk)
+    # every set through the CLIP once: unit vectors (N, E) of the images, (K, E) of the captions
+    texts = embed_texts(clip.clip, clip.tokenizer, picked, device).cpu()
+    truth = {"generated": torch.arange(K).repeat_interleave(args.n),       # caption k, n each
+             "real_held_out": real_truth,
+             "unconditional": torch.arange(len(unconditional)) % K}       # any caption: chance
+    vectors = {name: clip_image_vectors(clip, x, device, chunk) for name, x in
+               (("generated", generated), ("real_held_out", real), ("unconditional", unconditional))}
+    right = {name: caption_retrieval(vectors[name], texts, truth[name]).float() for name in truth}
+    rates = {name: r.mean().item() for name, r in right.items()} | {"chance": 1 / K}
+    scores = {"generated": clip_score_of(vectors["generated"], texts[truth["generated"]]),
+              "real_with_own_captions": clip_score_of(vectors["real_held_out"], texts[real_truth]),
+              "unconditional_with_the_prompts": (vectors["unconditional"] @ texts.T).mean().item()}
     k = min(len(generated), len(unconditional), args.real_images, len(held_out), len(train))
-    sets = {"real": held_out.batch(evenly_spaced(len(held_out), k), "cpu")["image"],
-            "generated": generated[evenly_spaced(len(generated), k)],
-            "unconditional": unconditional[evenly_spaced(len(unconditional), k)],
-            "real_train": train.batch(evenly_spaced(len(train), k), "cpu")["image"]}
-    frechet = frechet_report({name: clip_image_vectors(clip, x, device, chunk)
-                              for name, x in sets.items()})
-    per_caption = dict(zip(picked, generated_right.view(K, args.n).mean(1).tolist()))
+    real_sets = {"real": held_out.batch(evenly_spaced(len(held_out), k), "cpu")["image"],
+                 "real_train": train.batch(evenly_spaced(len(train), k), "cpu")["image"]}
+    frechet = frechet_report(
+        {name: clip_image_vectors(clip, x, device, chunk) for name, x in real_sets.items()}
+        | {name: vectors[name][evenly_spaced(len(vectors[name]), k)]
+           for name in ("generated", "unconditional")})
+    per_caption = dict(zip(picked, right["generated"].view(K, args.n).mean(1).tolist()))
     report = {"checkpoint": str(args.ckpt), "kind": "ldm", "step": pipe.step, "judge": clip_path,
               "guidance": guidance, "sampler": args.sampler, "steps": args.steps,
               "images_per_prompt": args.n, "captions": picked, "caption_retrieval": rates,

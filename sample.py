@@ -44,7 +44,7 @@ from common import (ConfigError, check_output, check_seed, format_config, main_g
 from data.files import read_prompts_file
 from data.images import IMAGE_EXTENSIONS, load_square_image, to_tensor
 from diffusion import (Pipeline, SAMPLERS, default_sampler, generate, load_pipeline, make_sampler,
-                       model_calls, visited_timesteps)
+                       model_calls, spread_steps, visited_timesteps)
 from diffusion.guidance import check_interval
 from models import AttentionRecorder
 from training.plots import save_attention_figure
@@ -173,12 +173,9 @@ def slug(text: str, length: int = 40) -> str:
 
 
 def trajectory_columns(scheduler, strength: float, columns: int = 8) -> list:
-    """Up to `columns` timesteps evenly spread over those the run visits, the first and the last
-    included: at the last one the predicted x_0 is the image the run returns."""
-    run_steps = visited_timesteps(scheduler, strength)
-    if len(run_steps) <= columns:
-        return list(run_steps)
-    return [run_steps[round(i * (len(run_steps) - 1) / (columns - 1))] for i in range(columns)]
+    """The steps of the trajectory strip: up to `columns` of those the run visits, evenly spread,
+    the first and the last included."""
+    return spread_steps(visited_timesteps(scheduler, strength), columns)
 
 
 def trajectory_strip(trajectory: list, max_images: int = 4) -> torch.Tensor:

@@ -88,13 +88,12 @@ PRESETS = {
                 head_channels=32, head_mult=(1, 2, 4), embed_dim=128, steps=3000,
                 batch_size=128, lr=1e-3, warmup_steps=100, log_every=25, eval_every=1000,
                 eval_images=1024, ckpt_every=500, out="runs/clip_cpu"),
-    "small": dict(_doc="on runs/vae_small (your own captioned folder): the cpu preset's CLIP with "
-                       "batches of 64, which a few hundred images fill",
-                  vae="runs/vae_small/checkpoint.pt", text_width=128, text_layers=3, text_heads=4,
-                  head_channels=32, head_mult=(1, 2, 4), embed_dim=128, steps=1000,
-                  batch_size=64, lr=1e-3, warmup_steps=100, log_every=25, eval_every=500,
-                  eval_images=256, retrieval_batch=32, ckpt_every=250, out="runs/clip_small"),
 }
+PRESETS["small"] = PRESETS["cpu"] | dict(
+    _doc="on runs/vae_small (your own captioned folder): the cpu preset's CLIP with batches of 64, "
+         "which a few hundred images fill",
+    vae="runs/vae_small/checkpoint.pt", steps=1000, batch_size=64, eval_every=500,
+    eval_images=256, retrieval_batch=32, ckpt_every=250, out="runs/clip_small")
 
 
 def check_config(cfg: Config) -> None:

@@ -130,20 +130,17 @@ PRESETS = {
                 attention_levels=(1, 2), steps=3000, batch_size=64, lr=1e-3, warmup_steps=100,
                 objective="flow", lr_schedule="cosine", ema_lengths=(0.1, 0.05), log_every=25,
                 sample_every=1000, ckpt_every=500, out="runs/ldm_cpu"),
-    "small": dict(_doc="on runs/vae_small and runs/clip_small (your own captioned folder): the "
-                       "cpu preset's UNet and recipe, batches of 32; validation grids on its "
-                       "held-out captions",
-                  vae="runs/vae_small/checkpoint.pt", clip="runs/clip_small/checkpoint.pt",
-                  base_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1,
-                  attention_levels=(1, 2), steps=2000, batch_size=32, lr=1e-3, warmup_steps=100,
-                  objective="flow", lr_schedule="cosine", ema_lengths=(0.1, 0.05), log_every=25,
-                  sample_every=1000, ckpt_every=500, out="runs/ldm_small"),
     "cpu_uncond": dict(_doc="the video's DDPM on the cpu preset's latents, without text [P12]",
                        vae="runs/vae_cpu/checkpoint.pt", clip="", base_channels=32,
                        channel_mult=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
                        steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995,
                        log_every=25, sample_every=1000, ckpt_every=500, out="runs/ldm_cpu_uncond"),
 }
+PRESETS["small"] = PRESETS["cpu"] | dict(
+    _doc="on runs/vae_small and runs/clip_small (your own captioned folder): the cpu preset's UNet "
+         "and recipe, batches of 32; validation grids on its held-out captions",
+    vae="runs/vae_small/checkpoint.pt", clip="runs/clip_small/checkpoint.pt", steps=2000,
+    batch_size=32, out="runs/ldm_small")
 
 
 def check_config(cfg: Config) -> None:

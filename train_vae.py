@@ -109,16 +109,14 @@ PRESETS = {
                 steps=2400, batch_size=16, lr=1e-3, warmup_steps=100, lr_schedule="cosine",
                 perceptual="none", disc_start=2400, disc_channels=32, disc_layers=2, log_every=25,
                 eval_every=800, eval_images=256, ckpt_every=400, out="runs/vae_cpu"),
-    # your own folder of a few hundred to a few thousand captioned images (--data DIR): the
-    # demo's autoencoder, 32x32 -> 16x16x3, L1 + KL, a few minutes on a CPU
-    "small": dict(_doc="your own small captioned folder (--data DIR): 32x32 -> 16x16x3, the "
-                       "demo's autoencoder, a few minutes on a CPU",
-                  image_size=32, base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
-                  steps=1000, batch_size=16, lr=1e-3, warmup_steps=100, lr_schedule="cosine",
-                  perceptual="none", disc_start=1000, disc_channels=32, disc_layers=2,
-                  log_every=25, eval_every=500, eval_images=64, scale_images=256, ckpt_every=250,
-                  out="runs/vae_small"),
 }
+# your own folder of a few hundred to a few thousand captioned images (--data DIR): the cpu
+# preset's recipe on the demo's autoencoder, 32x32 -> 16x16x3, L1 + KL, a few minutes on a CPU
+PRESETS["small"] = PRESETS["cpu"] | dict(
+    _doc="your own small captioned folder (--data DIR): 32x32 -> 16x16x3, the demo's "
+         "autoencoder, a few minutes on a CPU",
+    image_size=32, channel_mult=(1, 2), steps=1000, disc_start=1000, eval_every=500,
+    eval_images=64, scale_images=256, ckpt_every=250, out="runs/vae_small")
 
 
 def check_config(cfg: Config) -> None:

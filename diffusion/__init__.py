@@ -7,10 +7,11 @@ from .dpm_solver import DPMSolverScheduler
 from .pipeline import (Generation, Pipeline, checkpoint_problem, generate, load_pipeline,
                        pipeline_from_state)
 from .sampling import (SAMPLERS, default_sampler, make_sampler, model_calls, sample,
-                       visited_timesteps)
+                       spread_steps, visited_timesteps)
 from .schedule import schedule_problems
 
 __all__ = ["DDPMScheduler", "DDIMScheduler", "DPMSolverScheduler", "StepOutput", "SAMPLERS",
-           "default_sampler", "make_sampler", "model_calls", "sample", "visited_timesteps",
+           "default_sampler", "make_sampler", "model_calls", "sample", "spread_steps",
+           "visited_timesteps",
            "schedule_problems",
            "Pipeline", "Generation", "generate", "load_pipeline", "pipeline_from_state", "checkpoint_problem"]

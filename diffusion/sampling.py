@@ -81,6 +81,15 @@ def visited_timesteps(scheduler: DDPMScheduler | FlowSampler, strength: float = 
     return [t for t in scheduler.timesteps.tolist() if t < t_start]
 
 
+def spread_steps(timesteps: list, limit: int) -> list:
+    """Up to `limit` of a run's timesteps (visited_timesteps), evenly spread, the first and the
+    last always included: at the last one the predicted x_0 is the image the run returns. The
+    steps a trajectory strip (sample.py) or the explorer shows."""
+    if len(timesteps) <= limit:
+        return list(timesteps)
+    return [timesteps[round(i * (len(timesteps) - 1) / (limit - 1))] for i in range(limit)]
+
+
 def model_calls(scheduler: DDPMScheduler | FlowSampler, strength: float = 1.0) -> int:
     """The UNet calls one image of a run at `strength` takes (a progress bar's length): one per
     visited timestep, or what the flow sampler's solver needs (Heun: two per step but the last)."""

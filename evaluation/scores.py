@@ -84,6 +84,12 @@ def clip_score(clip: TrainedCLIP, images: torch.Tensor, prompts: list[str], devi
     return (clip_image_vectors(clip, images, device, chunk) * texts).sum(-1)
 
 
+def clip_score_of(image_vectors: torch.Tensor, text_vectors: torch.Tensor) -> float:
+    """[P15] The CLIP score of unit vectors already computed: the mean cosine of image i (N, E)
+    and text i (N, E)."""
+    return (image_vectors * text_vectors).sum(-1).mean().item()
+
+
 def clip_scores(clip: TrainedCLIP, images: dict[str, torch.Tensor], unconditional: torch.Tensor,
                 real_images: torch.Tensor, real_captions: list[str], device, chunk: int) -> dict:
     """The mean CLIP score of the generated images with their prompts, of real images with their
@@ -118,11 +124,9 @@ def autoencoder_report(pipe: Pipeline, held_out: ImageDataset, classifier, count
             "attribute_preservation": dict(zip(held_out.attribute_names, preserved.tolist()))}
 
 
-def caption_retrieval(clip: TrainedCLIP, images: torch.Tensor, captions: list[str],
-                      truth: torch.Tensor, device, chunk: int) -> torch.Tensor:
-    """[P15] For data without attributes: which of the K `captions` the CLIP finds closest to
-    each image (N, 3, S, S), against truth (N,), the index of the caption the image was made or
-    taken for -> (N,) bool, right or not. Chance is 1/K (for images that ignore the text)."""
-    texts = embed_texts(clip.clip, clip.tokenizer, captions, device).cpu()         # (K, E)
-    similarity = clip_image_vectors(clip, images, device, chunk) @ texts.T          # (N, K)
-    return similarity.argmax(1) == truth
+def caption_retrieval(image_vectors: torch.Tensor, caption_vectors: torch.Tensor,
+                      truth: torch.Tensor) -> torch.Tensor:
+    """[P15] For data without attributes: is the closest of K captions (K, E) in the CLIP space
+    the one each image (N, E) was made or taken for (truth (N,), caption indices)? -> (N,) bool.
+    Chance is 1/K (images that ignore the text)."""
+    return (image_vectors @ caption_vectors.T).argmax(1) == truth                   # (N, K) -> (N,)

@@ -28,7 +28,8 @@ from data.images import load_square_image, to_tensor
 from data.latents import load_latents
 from diffusion.flow import FLOW_SAMPLERS, FlowMatching
 from diffusion.pipeline import checkpoint_problem, generate, pipeline_from_state
-from diffusion.sampling import DDPM_SAMPLERS, make_sampler, model_calls, visited_timesteps
+from diffusion.sampling import (DDPM_SAMPLERS, make_sampler, model_calls, spread_steps,
+                               visited_timesteps)
 from models.attention import AttentionRecorder
 from models.clip import load_clip
 from models.clip_eval import caption_keys, embed_latents, embed_texts
@@ -71,10 +72,7 @@ class Result:
 
 def kept_steps(timesteps: list[int], limit: int = TRAJECTORY_STEPS) -> list[int]:
     """Up to `limit` of a run's timesteps, evenly spread, always with the first and the last."""
-    if len(timesteps) <= limit:
-        return list(timesteps)
-    picks = {round(i * (len(timesteps) - 1) / (limit - 1)) for i in range(limit)}
-    return [timesteps[i] for i in sorted(picks)]
+    return spread_steps(timesteps, limit)
 
 
 def read_upload(data: bytes, size: int) -> torch.Tensor:

@@ -65,6 +65,19 @@ def token_column(ax, x: float, top: float, width: float, rows: int, row_height: 
                                linewidth=0.4))
 
 
+def position_column(ax, x: float, top: float, width: float, row_height: float, colour: str,
+                    name: str, highlighted: int) -> None:
+    """An (H*W, C) matrix of image positions as a column of stripes, named above and its shape
+    below, with the row of position `highlighted` (the mouth) in red."""
+    token_column(ax, x, top, width, H * W, row_height, colour)
+    ax.add_patch(Rectangle((x, top - (highlighted + 1) * row_height), width, row_height,
+                           facecolor="#d62728", edgecolor="none", zorder=3))
+    ax.text(x + width / 2, top + 0.27, name, ha="center", va="center", fontsize=10,
+            weight="bold")
+    ax.text(x + width / 2, top - H * W * row_height - 0.17, f"({H * W}, {C})", ha="center",
+            va="center", fontsize=8)
+
+
 def main() -> None:
     tokens = [BOS, *split_words(PROMPT), EOS]
     tokens += [PAD] * (L - len(tokens))
@@ -143,13 +156,7 @@ def main() -> None:
             ha="center", va="center", fontsize=8.5)
 
     q_x, q_width = 2.55, 0.45
-    token_column(ax, q_x, top, q_width, H * W, row_height, IMAGE_FILL)
-    ax.add_patch(Rectangle((q_x, row_y), q_width, row_height, facecolor="#d62728",
-                           edgecolor="none", zorder=3))
-    ax.text(q_x + q_width / 2, top + 0.27, "Q", ha="center", va="center", fontsize=10,
-            weight="bold")
-    ax.text(q_x + q_width / 2, bottom - 0.17, f"({H * W}, {C})", ha="center", va="center",
-            fontsize=8)
+    position_column(ax, q_x, top, q_width, row_height, IMAGE_FILL, "Q", query)
     draw_arrow(ax, (map_x + map_size + 0.05, map_y + map_size / 2), (q_x - 0.05, map_y + 0.8))
     ax.text(2.15, map_y + 1.15, "flatten,\nx W_q", ha="center", va="bottom", fontsize=8)
     draw_arrow(ax, (mouth_x + cell, mouth_y + cell / 2), (q_x, row_y + row_height / 2),
@@ -182,13 +189,7 @@ def main() -> None:
     ax.text(v_x + v_width + 0.22, v_top - L * v_row / 2, "=", ha="center", va="center",
             fontsize=12)
     out_x = v_x + v_width + 0.45
-    token_column(ax, out_x, top, q_width, H * W, row_height, OUT_FILL)
-    ax.add_patch(Rectangle((out_x, row_y), q_width, row_height, facecolor="#d62728",
-                           edgecolor="none", zorder=3))
-    ax.text(out_x + q_width / 2, top + 0.27, "out", ha="center", va="center", fontsize=10,
-            weight="bold")
-    ax.text(out_x + q_width / 2, bottom - 0.17, f"({H * W}, {C})", ha="center", va="center",
-            fontsize=8)
+    position_column(ax, out_x, top, q_width, row_height, OUT_FILL, "out", query)
 
     result_x, result_y, result_size = 9.75, 3.0, 1.05
     draw_arrow(ax, (out_x + q_width + 0.03, result_y + result_size / 2),

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion import generate, make_sampler
-from diffusion.sampling import visited_timesteps
+from diffusion.sampling import spread_steps, visited_timesteps
 from docs.figures.common import FIGURES, load_text_model, sampler_name, save_image_grid
 
 
@@ -33,9 +33,7 @@ def main() -> None:
 
     pipe = load_text_model(args.ckpt)
     scheduler, eta = make_sampler(pipe.scheduler, None, 50)
-    visited = visited_timesteps(scheduler)
-    picks = [visited[round(i * (len(visited) - 1) / (args.columns - 1))]
-             for i in range(args.columns)]                    # first and last step included
+    picks = spread_steps(visited_timesteps(scheduler), args.columns)  # first and last in
     guidance = pipe.config.get("guidance", 1.0)
     run = generate(pipe, [args.prompt], [0], guidance, scheduler, eta=eta, trajectory_steps=picks)
     images = pipe.decode(run.trajectory[-1][2]).clamp(-1, 1)  # (1, 3, S, S): sets the size
