@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from data.captions import caption, captions_for, full_caption, step_rng
 from data.synthetic import SYNTHETIC_ATTRIBUTES, sample_attributes
-from diffusion import DDIMScheduler, DDPMScheduler, sample
+from diffusion import DDIMScheduler, DDPMScheduler, make_sampler, sample
 from diffusion.schedule import make_betas
 from models.attention import Attention
 from models.clip import TextEncoder, clip_loss
@@ -217,6 +217,20 @@ def test_p04_posterior_at_the_last_step_and_variance_ratios():
         assert ratio == pytest.approx(page, abs=5e-3), t
 
 
+@pytest.mark.parametrize("clip", [True, False])
+def test_p04_the_clip_switch_reaches_the_ddim_sampler(clip):
+    """Page 4, Try this 2: setting the stage-1 scheduler's clip_sample before make_sampler(...,
+    "ddim", 50) switches the clip of the DDIM it builds, which runs at eta 0; unclipped, a
+    wrong eps_pred (0.9 x_t) leaves values outside [-1, 1] in the image."""
+    ddpm = DDPMScheduler()
+    ddpm.clip_sample = clip
+    scheduler, eta = make_sampler(ddpm, "ddim", 50)
+    assert isinstance(scheduler, DDIMScheduler) and scheduler.clip_sample is clip and eta == 0.0
+    x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    x_0 = sample(lambda x_t, t: 0.9 * x_t, scheduler, x_T, progress=False)
+    assert (x_0.abs().max().item() <= 1.0) is clip
+
+
 # ---- page 5: the UNet --------------------------------------------------------------------------
 
 def test_p05_cpu_unet_size_and_zero_output():
@@ -278,6 +292,16 @@ def test_p06_elbo_weights():
         # 1.66e-4 off relatively, the largest rounding here
         assert w[t].item() == pytest.approx(betas[t] / (2 * (1 - betas[t]) * (1 - ab[t - 1])), rel=2e-4), t
     assert [round(w[t].item(), 4) for t in (1, 10, 50, 500, 999)] == [0.5996, 0.079, 0.0189, 0.0055, 0.0102]
+
+
+def test_p06_signal_and_noise_at_the_two_ends():
+    """Page 6, Try this 2: sqrt(alpha_bar_999) = 0.0064 of x_0 is left at t = 999, and the noise
+    is sqrt(1 - alpha_bar_0) = 0.01 of x_t at t = 0."""
+    scheduler, ab = DDPMScheduler(), linear_alpha_bar()
+    assert scheduler.alphas_cumprod[999].sqrt().item() == pytest.approx(math.sqrt(ab[999]), rel=1e-4)
+    assert math.sqrt(ab[999]) == pytest.approx(0.0064, abs=5e-5)
+    assert (1 - scheduler.alphas_cumprod[0]).sqrt().item() == pytest.approx(math.sqrt(1 - ab[0]), rel=1e-4)
+    assert math.sqrt(1 - ab[0]) == pytest.approx(0.01, abs=5e-6)
 
 
 # ---- page 7: sampling --------------------------------------------------------------------------
