@@ -301,6 +301,14 @@ def test_every_figure_a_page_shows_has_its_script(doc):
                 f"{doc.name}: figures/{name}.png has no docs/figures/{name}.py")
 
 
+def test_every_point_page_has_a_figure():
+    """issue 29: each of the sixteen point pages (and the overview) shows at least one figure."""
+    pages = sorted((ROOT / "docs").glob("[01][0-9]-*.md"))
+    assert len(pages) == 17
+    for page in pages:
+        assert re.search(r"!\[[^\]]*\]\(figures/[\w-]+\.png\)", page.read_text()), page.name
+
+
 def test_the_readme_stays_a_first_page():
     """issue 29: the README is a page a newcomer reads in five minutes: at most 250 lines, and no
     commit hashes or dates (they belong to the lab notebook, docs/lab/)."""
