@@ -50,3 +50,28 @@ def test_sample_py_labels_the_rows_of_a_text_model(tmp_path):
     with Image.open(out) as grid:
         width, height = grid.size
     assert height >= 2 * size * 4 and width > 3 * size * 4  # two rows, three columns and a margin
+
+
+def test_attention_figure_prompts_do_not_run_into_the_word_titles():
+    """sample.py --attention-maps: each prompt is written above its image, wrapped to the image's
+    width, so no prompt's text overlaps the first token's title beside it (it did for prompts of
+    about 40 characters and more)."""
+    from training.plots import _pyplot, attention_figure
+
+    prompts = ["a photo of a woman with black hair, bangs and lipstick", "a bald man",
+               "a portrait of a smiling young woman with blond hair, wearing a hat and lipstick"]
+    tokens = [["<bos>", *p.replace(",", " ,").split(), "<eos>"] for p in prompts]
+    L = max(len(t) for t in tokens)
+    fig = attention_figure(torch.zeros(3, 3, 16, 16), torch.rand(3, L, 4, 4), prompts, tokens)
+    renderer = fig.canvas.get_renderer()
+    axes = fig.axes
+    cols = len(axes) // 3
+    for r in range(3):
+        assert axes[r * cols].get_title() and not axes[r * cols].get_title("left")
+        prompt_box = axes[r * cols].title.get_window_extent(renderer)
+        word_box = axes[r * cols + 1].title.get_window_extent(renderer)
+        image_box = axes[r * cols].get_window_extent(renderer)
+        assert prompt_box.x1 <= word_box.x0, (r, prompt_box, word_box)
+        assert prompt_box.width <= 1.15 * image_box.width
+        assert "\n" in axes[r * cols].title.get_text() or len(prompts[r]) <= 26
+    _pyplot().close(fig)

@@ -1,6 +1,7 @@
 """Pictures of a run: the loss curves, and cross-attention maps per word (image grids:
 common/images.py)."""
 
+import textwrap
 from pathlib import Path
 
 import torch
@@ -35,22 +36,23 @@ def plot_metrics(rows: list[dict], path: str | Path) -> None:
     plt.close(fig)
 
 
-def save_attention_figure(path: Path, images: torch.Tensor, maps: torch.Tensor, prompts: list[str],
-                          tokens: list[list[str]]) -> None:
+def attention_figure(images: torch.Tensor, maps: torch.Tensor, prompts: list[str],
+                     tokens: list[list[str]]):
     """[P16] One row per prompt: the image, then each token's cross-attention map over it.
     images (P, 3, H, W) in [-1, 1]; maps (P, L, h, w) from models.attention.AttentionRecorder;
-    tokens: each prompt's tokens as the text encoder reads them (Tokenizer.tokens)."""
+    tokens: each prompt's tokens as the text encoder reads them (Tokenizer.tokens).
+    The prompt is written above its image, wrapped to the image's width. Returns the figure."""
     plt = _pyplot()
     rows = list(enumerate(tokens))
     cols = 1 + max(len(words) for _, words in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols, 1.45 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols, 1.6 * len(rows)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for r, (i, words) in enumerate(rows):
         picture = ((images[i].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()  # (H, W, 3)
         axes[r, 0].imshow(picture)
-        axes[r, 0].set_title(prompts[i] if len(prompts[i]) < 60 else prompts[i][:57] + "...",
-                             fontsize=6, loc="left")
+        prompt = prompts[i] if len(prompts[i]) < 80 else prompts[i][:77] + "..."
+        axes[r, 0].set_title(textwrap.fill(prompt, 26), fontsize=6)
         for j, word in enumerate(words):
             heat = F.interpolate(maps[i, j][None, None], size=picture.shape[:2], mode="bilinear",
                                  align_corners=False)[0, 0]                       # (H, W)
@@ -59,5 +61,12 @@ def save_attention_figure(path: Path, images: torch.Tensor, maps: torch.Tensor, 
                                   alpha=0.5, vmin=0, vmax=1)
             axes[r, j + 1].set_title(word, fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def save_attention_figure(path: Path, images: torch.Tensor, maps: torch.Tensor, prompts: list[str],
+                          tokens: list[list[str]]) -> None:
+    """Write attention_figure(images, maps, prompts, tokens) to path."""
+    fig = attention_figure(images, maps, prompts, tokens)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
