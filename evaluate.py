@@ -53,9 +53,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common import (check_output, check_seed, format_config, main_guard, option, parse_config,
-                    pick_device, require, require_positive, save_grid, save_labelled_grid,
-                    upscaled)
+from common import (CheckpointError, check_output, check_seed, format_config, main_guard, option,
+                    parse_config, pick_device, require, require_positive, save_grid,
+                    save_labelled_grid, upscaled)
 from data import load_dataset
 from data.captions import combined_requirements, full_caption, single_requirements
 from diffusion import (Pipeline, SAMPLERS, default_sampler, generate, load_pipeline, make_sampler,
@@ -121,11 +121,17 @@ def check_config(args: Config) -> None:
     check_seed(args.seed)
 
 
-def data_source(pipe: Pipeline) -> tuple[str, int, Path, int]:
+def data_source(pipe: Pipeline, ckpt: str) -> tuple[str, int, Path, int]:
     """The dataset the model was trained on, its image size, its cache folder (where the judge
     is cached too) and its held-out share (--val-percent); says which folder that is, as a
     relative one is read from here."""
     config = pipe.data_config
+    missing = [key for key in ("data", "image_size", "cache_dir") if key not in config]
+    if missing:
+        raise CheckpointError(f"checkpoint {ckpt}: its config does not name the training data "
+                              f"({', '.join(missing)} missing), which evaluate.py needs for the "
+                              "held-out images and the judge; it was written by an older version "
+                              "of this project: train it again")
     cache_dir = Path(config["cache_dir"])
     relative = "" if cache_dir.is_absolute() else ", relative to the current folder"
     missing = "" if cache_dir.exists() else ("; it does not exist yet: the data and the judge "
@@ -178,7 +184,7 @@ def main():
     pipe = load_pipeline(args.ckpt, device, ema_length=args.ema_length or None)
     require(pipe.vae is None or pipe.text is not None, f"--ckpt {args.ckpt}: an unconditional "
             "latent model (trained without --clip); evaluate.py measures prompt following")
-    data, size, cache_dir, val_percent = data_source(pipe)
+    data, size, cache_dir, val_percent = data_source(pipe, args.ckpt)
     if pipe.vae is not None and pipe.attribute_names is None:  # your own captioned data
         return own_captions_report(args, pipe, data, size, cache_dir, val_percent, out, device)
     guidance, scheduler, eta, interval = sampling_settings(args, pipe)

@@ -108,6 +108,19 @@ def test_evaluate_says_where_its_cache_is_and_that_it_will_build_it(text_ckpt, t
     assert_one_line_error(result, str(tmp_path / "faces"))
 
 
+@pytest.mark.parametrize("key", ["cache_dir", "data"])
+def test_evaluate_names_a_checkpoint_that_does_not_record_its_data(key, text_ckpt, tmp_path):
+    """A checkpoint from an older version, whose autoencoder config lacks the data or its cache
+    folder: a one-line error naming the file and the missing key, not a KeyError."""
+    state = torch.load(text_ckpt, weights_only=True)
+    del state["vae_config"][key]
+    torch.save(state, tmp_path / "old.pt")
+    result = run([*EVALUATE, "--ckpt", str(tmp_path / "old.pt"), "--out", str(tmp_path / "eval")],
+                 check=False)
+    assert_one_line_error(result, f"checkpoint {tmp_path / 'old.pt'}:", f"({key} missing)")
+    assert not (tmp_path / "eval").exists()
+
+
 def test_a_corrupt_judge_cache_is_a_warning_and_is_trained_again(text_ckpt, vae_run, tmp_path):
     args = [*EVALUATE, "--ckpt", str(text_ckpt), "--out", str(tmp_path / "eval")]
     cache = (vae_run.parent / "cache").resolve()  # train_vae.py's --cache-dir in conftest.py
