@@ -138,8 +138,10 @@ def _synthetic_folder(data: str, size: int, cache_dir: Path) -> Path:
     generated_size = max(64, size)
     folder = make_folder(cache_dir) / f"synthetic-{generated_size}-n{n}-seed0"
     if not folder.is_dir():
-        from data.synthetic import generate  # imported only when a dataset must be made
+        from data.synthetic import generate, in_a_starting_worker  # only when one must be made
 
+        if in_a_starting_worker():  # a drawing process re-running an unguarded script: stop it
+            raise SystemExit(1)     # before it touches the folder (generate() then draws alone)
         # Generate under another name and rename when done, so an interrupted run starts over.
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)

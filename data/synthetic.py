@@ -30,13 +30,15 @@ import os
 import random
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from common.errors import DataError
+from common.errors import DataError, warn
 from data.files import make_folder
 
 SYNTHETIC_ATTRIBUTES = [
@@ -393,6 +395,30 @@ def _split(index: int, n: int) -> int:
     return 2 if index > n - holdout else 1 if index > n - 2 * holdout else 0
 
 
+def in_a_starting_worker() -> bool:
+    """True while a drawing process of generate() starts up. multiprocessing's "spawn" first runs
+    the parent's main script again, as a module; a script that loads the synthetic data at its
+    top level, without `if __name__ == "__main__":`, comes back to the data from there."""
+    return getattr(multiprocessing.current_process(), "_inheriting", False)  # set by spawn
+
+
+def _draw(jobs: list[tuple], workers: int, progress: dict) -> list[list[int]]:
+    """The attribute rows of `jobs`, drawn by `workers` processes, or by this one."""
+    if workers > 1:
+        # "spawn": fresh worker processes, as on macOS and Windows. A fork of a process whose
+        # torch threads are running (a test, a notebook) can deadlock in the child.
+        try:
+            with (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+                  as pool, tqdm(pool.map(_render, jobs, chunksize=64), **progress) as bar):
+                return list(bar)
+        except BrokenProcessPool:  # the workers stopped as they started (in_a_starting_worker)
+            warn("the drawing processes could not start: a script that loads the synthetic "
+                 "data at its top level runs again in each of them (put its code under "
+                 "`if __name__ == \"__main__\":`); drawing in this process instead")
+    with tqdm(jobs, **progress) as bar:  # closed on an error too: its line ends
+        return [_render(job) for job in bar]
+
+
 def generate(out_dir: str | Path, n: int, size: int = 64, seed: int = 0, fmt: str = "png",
              workers: int | None = None) -> Path:
     """Write n faces in CelebA's layout under out_dir, drawing with `workers` processes.
@@ -411,15 +437,7 @@ def generate(out_dir: str | Path, n: int, size: int = 64, seed: int = 0, fmt: st
     progress = dict(total=n, desc="drawing faces", unit="img")
     temporary = attribute_file.with_suffix(".partial")
     try:
-        if workers == 1:
-            with tqdm(jobs, **progress) as bar:  # closed on an error too: its line ends
-                rows = [_render(job) for job in bar]
-        else:
-            # "spawn": fresh worker processes, as on macOS and Windows. A fork of a process whose
-            # torch threads are running (a test, a notebook) can deadlock in the child.
-            with (multiprocessing.get_context("spawn").Pool(workers) as pool,
-                  tqdm(pool.imap(_render, jobs, chunksize=64), **progress) as bar):
-                rows = list(bar)
+        rows = _draw(jobs, workers, progress)
 
         names = [f"{index:06d}.{fmt}" for index in range(1, n + 1)]
         partition = "".join(f"{name} {_split(index, n)}\n"

@@ -2,6 +2,9 @@
 where it belongs (toggling one changes pixels only in its own region of the face)."""
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,3 +153,27 @@ def test_command_line_rejects_bad_values(tmp_path, capsys):
             main(["--out", str(tmp_path)] + argv)
         assert message in capsys.readouterr().err
     assert not (tmp_path / "list_attr_celeba.txt").exists()
+
+
+def test_a_script_without_a_main_guard_gets_its_faces_drawn_in_one_process(tmp_path):
+    """A user's script that loads synthetic data at its top level, with no
+    `if __name__ == "__main__":`: each spawned drawing process runs it again as it starts. They
+    stop there, before touching the folder, and the script draws the faces itself, with one
+    warning, instead of hanging while the pool starts new processes forever."""
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "my_script.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(root)!r})\n"
+                      "from data import load_dataset\n"
+                      f"faces = load_dataset('synthetic:24', 16, split='all', "
+                      f"cache_dir={str(tmp_path / 'cache')!r})\n"
+                      "print('faces', len(faces))\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "faces 24"
+    assert result.stderr.count("warning: the drawing processes could not start") == 1
+    assert "Traceback" not in result.stderr
+    generate(tmp_path / "one", 24, size=64, seed=0, workers=1)
+    drawn = tmp_path / "cache" / "synthetic-64-n24-seed0"
+    assert (drawn / "list_attr_celeba.txt").read_text() == \
+        (tmp_path / "one" / "list_attr_celeba.txt").read_text()
