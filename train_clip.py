@@ -39,7 +39,8 @@ from models import CLIP, Tokenizer, build_clip, clip_checkpoint_problem, clip_lo
 from models.clip_eval import (caption_keys, embed_latents, embed_texts, plot_similarity,
                               plot_zero_shot, retrieval_accuracy, row_dict, zero_shot_accuracy)
 from training import (BatchOrder, MetricLogger, Prefetch, StopFlag, due, load_optimizer_state,
-                      make_adam, optimizer_step, set_lr, start_run, unwrap, warmup_cosine_lr)
+                      load_scaler_state, make_adam, optimizer_step, set_lr, start_run, unwrap,
+                      warmup_cosine_lr)
 
 
 @dataclass
@@ -205,7 +206,7 @@ def main():
         load_weights(clip, state["model"], f"--resume {run.checkpoint_path}")
         load_optimizer_state(optimizer, state["optimizer"])
         if "scaler" in state:  # checkpoints written before fp16 loss scaling came to stage 3
-            scaler.load_state_dict(state["scaler"])
+            load_scaler_state(scaler, state["scaler"])
     start_step = run.seed_or_restore(state)
     train_clip = run.wrap(clip)
     def count(module):  # parameters, in millions

@@ -34,8 +34,8 @@ from diffusion import (DDPMScheduler, Pipeline, checkpoint_problem, generate, ma
 from diffusion.flow import FLOW_TIME_SCALE, FlowMatching, flow_loss, flow_path, logit_normal_t
 from models import build_unet, unet_problems
 from training import (BatchOrder, EMA, ema_problems, LR_SCHEDULES, MetricLogger, StopFlag, due,
-                      load_optimizer_state, make_adam, optimizer_step, scheduled_lr, set_lr,
-                      start_run)
+                      load_optimizer_state, load_scaler_state, make_adam, optimizer_step,
+                      scheduled_lr, set_lr, start_run)
 
 
 @dataclass
@@ -170,7 +170,7 @@ def main():
         load_weights(model, state["model"], f"--resume {run.checkpoint_path}")
         ema.load_state_dict(state["ema"])
         load_optimizer_state(optimizer, state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        load_scaler_state(scaler, state["scaler"])
     start_step = run.seed_or_restore(state)
     train_model = run.wrap(model)
     run.print(f"UNet: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")

@@ -41,7 +41,8 @@ from models.losses import (adaptive_gan_weight, generator_loss, hinge_d_loss, kl
 from models.metrics import psnr, ssim
 from models.perceptual import build_perceptual_loss
 from training import (BatchOrder, LR_SCHEDULES, MetricLogger, StopFlag, due, load_optimizer_state,
-                      make_adam, optimizer_step, scheduled_lr, set_lr, start_run)
+                      load_scaler_state, make_adam, optimizer_step, scheduled_lr, set_lr,
+                      start_run)
 
 
 @dataclass
@@ -205,8 +206,8 @@ def main():
         load_optimizer_state(optimizer_ae, state["optimizer"])
         load_optimizer_state(optimizer_d, state["optimizer_discriminator"])
         if "scaler" in state:  # checkpoints written before fp16 loss scaling came to stage 2
-            scaler_ae.load_state_dict(state["scaler"])
-            scaler_d.load_state_dict(state["scaler_discriminator"])
+            load_scaler_state(scaler_ae, state["scaler"])
+            load_scaler_state(scaler_d, state["scaler_discriminator"])
         # A finished run resumed for more steps must measure its latents again at the end.
         scale_factor = state.get("scale_factor") if state["step"] >= cfg.steps else None
     start_step = run.seed_or_restore(state)

@@ -211,3 +211,25 @@ def test_input_clock_reports_the_share_of_each_window(monkeypatch):
     clock.start()
     clock.stop()
     assert clock.fraction(1.0) == pytest.approx(0.25)
+
+
+def test_a_run_without_loss_scaling_resumes_with_it(capsys):
+    """--resume of a checkpoint written without fp16 loss scaling (on a CPU, or in bf16: an empty
+    scaler state) where the scaler is on: it starts from its initial scale and says so, where
+    GradScaler.load_state_dict alone refuses the empty state. A real state is loaded as it is."""
+    from training import load_scaler_state
+
+    written_off = torch.amp.GradScaler("cpu", enabled=False).state_dict()
+    assert written_off == {}
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    with pytest.raises(RuntimeError, match="empty"):
+        torch.amp.GradScaler("cpu", enabled=True).load_state_dict(written_off)
+    load_scaler_state(scaler, written_off)
+    assert scaler.get_scale() == 65536.0
+    assert "without fp16 loss scaling; the loss scale starts at 65536" in capsys.readouterr().out
+
+    found = scaler.state_dict() | {"scale": 1024.0}          # a state that has found its scale
+    resumed = torch.amp.GradScaler("cpu", enabled=True)
+    load_scaler_state(resumed, found)
+    assert resumed.get_scale() == 1024.0 and capsys.readouterr().out == ""
+    load_scaler_state(torch.amp.GradScaler("cpu", enabled=False), found)

@@ -4,7 +4,8 @@ per file, so that each stage script stays one flat loop a reader can follow top 
     run           start_run -> Run: processes, device, OUT folder; run.resume, run.seed_or_restore,
                   run.save, run.finish, run.autocast, run.wrap...; StopFlag, due
     batches       BatchOrder: the batch of step s is a pure function of (seed, s); Prefetch
-    optim         make_adam, scheduled_lr, set_lr, optimizer_step: fused Adam, lr schedules, a step
+    optim         make_adam, scheduled_lr, set_lr, optimizer_step: fused Adam, lr schedules, a step;
+                  load_optimizer_state, load_scaler_state: their state on --resume
     ema           EMA: moving averages of the weights (exponential, or EDM2's power function)
     logger        MetricLogger: the logging window, metrics.jsonl, the NaN stop
     plots         plot_metrics, save_attention_figure
@@ -19,6 +20,6 @@ The names a stage script uses are imported here: `from training import EMA, star
 from training.batches import BatchOrder, Prefetch
 from training.ema import EMA, ema_problems, length_name, power_profile, sigma_rel_to_gamma, unwrap
 from training.logger import MetricLogger
-from training.optim import (LR_SCHEDULES, load_optimizer_state, make_adam, optimizer_step,
-                            scheduled_lr, set_lr, warmup_cosine_lr)
+from training.optim import (LR_SCHEDULES, load_optimizer_state, load_scaler_state, make_adam,
+                            optimizer_step, scheduled_lr, set_lr, warmup_cosine_lr)
 from training.run import StopFlag, due, start_run

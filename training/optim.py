@@ -46,6 +46,18 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
                                       f"parameter of shape {tuple(param.shape)})")
 
 
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """scaler.load_state_dict, also for a run that moves to fp16 loss scaling: a checkpoint
+    written without it (on a CPU, or in bf16) holds an empty scaler state, which an enabled
+    GradScaler refuses. It then starts from its initial scale and finds the right one by itself
+    in its first steps (a step whose gradients overflow is skipped and the scale halved)."""
+    if state or not scaler.is_enabled():
+        scaler.load_state_dict(state)
+    else:
+        print("--resume: the checkpoint was written without fp16 loss scaling; the loss scale "
+              f"starts at {scaler.get_scale():g} and adjusts itself in the first steps")
+
+
 def warmup_lr(step: int, peak_lr: float, warmup_steps: int) -> float:
     """Linear warm-up, then constant: lr = peak_lr * min(1, (step + 1) / warmup_steps)."""
     return peak_lr * min(1.0, (step + 1) / max(1, warmup_steps))
