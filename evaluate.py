@@ -56,7 +56,8 @@ from tqdm import tqdm
 from common import (CheckpointError, check_output, check_seed, format_config, main_guard, option,
                     parse_config, pick_device, require, require_positive, save_grid,
                     save_labelled_grid, upscaled)
-from data import load_dataset
+from data import ImageDataset, load_dataset
+from data.imagefolder import VAL_PERCENT
 from data.captions import combined_requirements, full_caption, single_requirements
 from diffusion import (Pipeline, SAMPLERS, default_sampler, generate, load_pipeline, make_sampler,
                        model_calls)
@@ -98,8 +99,7 @@ class Config:
                                     "CLIP score")
     classifier_steps: int = option(2000, "training steps of the judge when it is not cached")
     judge_dir: str = option("", "where the judge is cached (one file per data, size, steps, lr and "
-                                "batch size); "
-                                "default: the data's --cache-dir")
+                                "batch size); default: the data's --cache-dir")
     retrain_judge: bool = option(False, "train the judge again even when it is cached (and write "
                                         "over the cached one)")
     batch_size: int = option(128, "images generated (or reconstructed by the autoencoder) at once")
@@ -126,10 +126,10 @@ def data_source(pipe: Pipeline, ckpt: str) -> tuple[str, int, Path, int]:
     is cached too) and its held-out share (--val-percent); says which folder that is, as a
     relative one is read from here."""
     config = pipe.data_config
-    missing = [key for key in ("data", "image_size", "cache_dir") if key not in config]
-    if missing:
+    absent = [key for key in ("data", "image_size", "cache_dir") if key not in config]
+    if absent:
         raise CheckpointError(f"checkpoint {ckpt}: its config does not name the training data "
-                              f"({', '.join(missing)} missing), which evaluate.py needs for the "
+                              f"({', '.join(absent)} missing), which evaluate.py needs for the "
                               "held-out images and the judge; it was written by an older version "
                               "of this project: train it again")
     cache_dir = Path(config["cache_dir"])
@@ -139,7 +139,14 @@ def data_source(pipe: Pipeline, ckpt: str) -> tuple[str, int, Path, int]:
     script = "train_unconditional.py" if pipe.vae is None else "train_vae.py"
     print(f"data and judge cache: {cache_dir.resolve()} ({script}'s --cache-dir{relative})"
           f"{missing}")
-    return config["data"], config["image_size"], cache_dir, config.get("val_percent", 5)
+    return config["data"], config["image_size"], cache_dir, config.get("val_percent", VAL_PERCENT)
+
+
+def held_out_and_train(data: str, size: int, cache_dir: Path, val_percent: int
+                       ) -> tuple[ImageDataset, ImageDataset]:
+    """The real images of the model's data: its held-out split and its training split."""
+    return tuple(load_dataset(data, size, split=split, cache_dir=cache_dir,
+                              val_percent=val_percent) for split in ("val", "train"))
 
 
 def sampling_settings(args: Config, pipe: Pipeline) -> tuple:
@@ -193,8 +200,7 @@ def main():
                                          args.score_batch_size, args.judge_dir or None,
                                          val_percent)
     judge = functools.partial(judge_images, classifier, device=device, chunk=args.score_batch_size)
-    held_out, train = (load_dataset(data, size, split=split, cache_dir=cache_dir,
-                                    val_percent=val_percent) for split in ("val", "train"))
+    held_out, train = held_out_and_train(data, size, cache_dir, val_percent)
     report = {"checkpoint": str(args.ckpt), "kind": "ddpm" if pipe.vae is None else "ldm",
               "step": pipe.step, "guidance": guidance,
               "guidance_interval": list(interval),
@@ -288,8 +294,7 @@ def own_captions_report(args: Config, pipe: Pipeline, data: str, size: int, cach
             f"with its CLIP, and there is none at {clip_path!r}: give --clip")
     started, chunk = time.time(), args.score_batch_size
     clip = load_clip(clip_path, device)
-    held_out, train = (load_dataset(data, size, split=split, cache_dir=cache_dir,
-                                    val_percent=val_percent) for split in ("val", "train"))
+    held_out, train = held_out_and_train(data, size, cache_dir, val_percent)
     distinct = list(dict.fromkeys(held_out.texts))            # held-out captions, first seen first
     K = min(args.combinations, len(distinct))
     require(K >= 2, f"--combinations {args.combinations}: the held-out split has "

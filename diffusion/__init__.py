@@ -12,6 +12,5 @@ from .schedule import schedule_problems
 
 __all__ = ["DDPMScheduler", "DDIMScheduler", "DPMSolverScheduler", "StepOutput", "SAMPLERS",
            "default_sampler", "make_sampler", "model_calls", "sample", "spread_steps",
-           "visited_timesteps",
-           "schedule_problems",
+           "visited_timesteps", "schedule_problems",
            "Pipeline", "Generation", "generate", "load_pipeline", "pipeline_from_state", "checkpoint_problem"]

@@ -15,6 +15,7 @@ from common.checkpoints import (entries_problem, load_checkpoint, load_weights, 
                                 weights_problem)
 from common.errors import CheckpointError, ConfigError
 from data import ImageDataset, load_dataset
+from data.imagefolder import VAL_PERCENT
 from data.augment import augment
 from data.files import make_folder
 from models.classifier import AttributeClassifier
@@ -95,10 +96,10 @@ def judge_path(folder: Path, data_name: str, size: int, settings: dict) -> Path:
 def load_judge(data: str, size: int, cache_dir: Path, steps: int, device, retrain: bool,
                lr: float, batch_size: int, chunk: int,
                judge_dir: Path | None = None,
-               val_percent: int = 5) -> tuple[AttributeClassifier, dict]:
+               val_percent: int = VAL_PERCENT) -> tuple[AttributeClassifier, dict]:
     """The judge of `data` at `size` pixels: from its cache (JUDGE_DIR, default the data's
-    CACHE_DIR: classifier-<data>-<size>px-<steps>steps.pt), or trained for `steps` and cached
-    there. Returns (classifier in eval mode, its state)."""
+    CACHE_DIR; the file judge_path names), or trained for `steps` and cached there.
+    Returns (classifier in eval mode, its state)."""
     train = load_dataset(data, size, split="train", cache_dir=cache_dir, val_percent=val_percent)
     if train.attributes is None:
         raise ConfigError(f"the dataset {data} has no attribute labels: evaluate.py judges "

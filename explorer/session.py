@@ -70,11 +70,6 @@ class Result:
     tokens: list[dict] = field(default_factory=list)  # [{"word", "known"}] along L
 
 
-def kept_steps(timesteps: list[int], limit: int = TRAJECTORY_STEPS) -> list[int]:
-    """Up to `limit` of a run's timesteps, evenly spread, always with the first and the last."""
-    return spread_steps(timesteps, limit)
-
-
 def read_upload(data: bytes, size: int) -> torch.Tensor:
     """An uploaded image file's bytes -> (1, 3, size, size) in [-1, 1], center-cropped and resized
     as sample.py --init-image reads a file. ValueError if the bytes are not an image."""
@@ -159,7 +154,7 @@ class Explorer:
         """One batch, image i from seeds[i], as sample.py draws it; the way kept when `record`."""
         scheduler, eta = self.scheduler_for(settings)
         visited = visited_timesteps(scheduler, strength)
-        shown = kept_steps(visited) if record else None
+        shown = spread_steps(visited, TRAJECTORY_STEPS) if record else None
         generator = torch.Generator().manual_seed(settings.seed)  # stochastic steps' noise
         recorder = None
         if self.has_text and record:   # the model call that starts each step (Heun: two a step)

@@ -282,7 +282,8 @@ def session(ldm_run):
 
 
 def test_trajectory_and_attention_per_word_at_each_step(session):
-    from explorer.session import Settings, kept_steps
+    from diffusion import spread_steps
+    from explorer.session import TRAJECTORY_STEPS, Settings
     settings = Settings(prompt="a smiling man with zzyzx", sampler="ddim", steps=6, guidance=3.0,
                         seed=0, n=2)
     result = session.generate(settings)
@@ -300,7 +301,7 @@ def test_trajectory_and_attention_per_word_at_each_step(session):
                                                   "<eos>"]
     assert [t["known"] for t in result.tokens] == [True] * 5 + [False, True]
     # a long run keeps 50 steps, evenly spread, with the first and the last
-    kept = kept_steps(list(range(999, -1, -1)))
+    kept = spread_steps(list(range(999, -1, -1)), TRAJECTORY_STEPS)
     assert len(kept) == 50 and kept[0] == 999 and kept[-1] == 0
     assert max(np.diff(kept)) - min(np.diff(kept)) <= 1
 

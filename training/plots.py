@@ -51,8 +51,8 @@ def attention_figure(images: torch.Tensor, maps: torch.Tensor, prompts: list[str
     for r, (i, words) in enumerate(rows):
         picture = ((images[i].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()  # (H, W, 3)
         axes[r, 0].imshow(picture)
-        prompt = prompts[i] if len(prompts[i]) < 80 else prompts[i][:77] + "..."
-        axes[r, 0].set_title(textwrap.fill(prompt, 26), fontsize=6)
+        axes[r, 0].set_title(textwrap.fill(prompts[i], 26, max_lines=3, placeholder=" ..."),
+                             fontsize=6)
         for j, word in enumerate(words):
             heat = F.interpolate(maps[i, j][None, None], size=picture.shape[:2], mode="bilinear",
                                  align_corners=False)[0, 0]                       # (H, W)

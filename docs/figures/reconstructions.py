@@ -19,6 +19,7 @@ import torch
 
 from common.checkpoints import load_checkpoint
 from data import load_dataset
+from data.imagefolder import VAL_PERCENT
 from docs.figures.common import FIGURES, save_image_grid
 from models.metrics import psnr, ssim
 from models.vae import vae_from_state
@@ -34,7 +35,7 @@ def load_vae(run: Path):
 def held_out_images(config: dict, n: int) -> torch.Tensor:
     """The first n images (n, 3, S, S) in [-1, 1] of the run's held-out split."""
     dataset = load_dataset(config["data"], config["image_size"], split="val",
-                           cache_dir=config["cache_dir"], val_percent=config.get("val_percent", 5))
+                           cache_dir=config["cache_dir"], val_percent=config.get("val_percent", VAL_PERCENT))
     return dataset.batch(torch.arange(min(n, len(dataset))), "cpu")["image"]
 
 
